@@ -1,0 +1,179 @@
+"""`orchestrate`: boot (default), --dry-run, check, plan, status.
+
+Imports stay lazy: `orchestrate --version` and argument errors must not pay for
+structlog, tenacity or psutil (cloud-init's lesson: start-up is boot time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from orchestrator import __version__
+from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+
+DEFAULT_UNITS = "/etc/orchestrator/units"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--units", metavar="DIR",
+                        help=f"unit directory (default {DEFAULT_UNITS}, else ./units)")
+    common.add_argument("--root", metavar="DIR", default="/",
+                        help="join every system path onto DIR (default /)")
+    common.add_argument("--log-format", choices=("console", "json"), default="console")
+    common.add_argument("--debug", action="store_true",
+                        help="show every argv and tracebacks of internal errors")
+    parser = argparse.ArgumentParser(
+        prog="orchestrate", parents=[common],
+        description="Bring a stateless Xen dom0's domains up from cold boot, then exit.",
+        epilog="exit codes: 0 ok, 1 a step failed, 2 invalid units or usage, "
+        "130 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print every action a boot would take; change nothing")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    boot = sub.add_parser("boot", parents=[common], help="run the boot (the default)")
+    boot.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
+    sub.add_parser("check", parents=[common], help="validate the unit files only")
+    sub.add_parser("plan", parents=[common], help="print the waves and the edges behind them")
+    sub.add_parser("status", parents=[common], help="print the state file of the last boot")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = _parser().parse_args(argv)
+    sys.exit(_dispatch(args))
+
+
+def _units_dir(args: argparse.Namespace) -> str:
+    if args.units:
+        return str(args.units)
+    if Path(DEFAULT_UNITS, "host.toml").exists():
+        return DEFAULT_UNITS
+    return "units"
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command or "boot"
+    if command == "check":
+        return _check(args)
+    if command == "plan":
+        return _plan(args)
+    if command == "status":
+        return _status(args)
+    return _boot(args)
+
+
+def _load(args: argparse.Namespace, out: Any) -> Any:
+    from orchestrator.errors import InvalidUnits
+    from orchestrator.units import load_units
+
+    units = _units_dir(args)
+    try:
+        return load_units(units)
+    except InvalidUnits as exc:
+        for problem in exc.problems:
+            print(problem, file=out)
+        print(f"orchestrate: {exc.message} in {units}; nothing was touched (exit "
+              f"{EXIT_INVALID})", file=out)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args, sys.stdout)
+    if config is None:
+        return EXIT_INVALID
+    print(f"{config.units_dir}: ok, {len(config.domains)} domains")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from orchestrator.topology import build_topology
+
+    config = _load(args, sys.stdout)
+    if config is None:
+        return EXIT_INVALID
+    topology = build_topology(config)
+    for i, wave in enumerate(topology.waves, start=1):
+        print(f"wave {i}: {', '.join(wave)}")
+        for name in wave:
+            for edge in topology.edges:
+                if edge.after == name:
+                    print(f"  {edge.before} -> {edge.after}  ({edge.reason})")
+    for bdf, owner in sorted({(b, d.name) for d in config.domains for b in d.pci}):
+        print(f"passthrough: {bdf} -> {owner} (after fetch-images)")
+    for server, client in topology.ipc_pairs:
+        print(f"vchan: {server} serves {client}")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from orchestrator.state import BootState
+
+    config = _load(args, sys.stderr)
+    state_dir = config.host.state_dir if config else "/run/orchestrator"
+    path = Path(args.root, state_dir.lstrip("/"), "state.json")
+    try:
+        state = BootState.from_json(path.read_text())
+    except FileNotFoundError:
+        print(f"no state file at {path}: orchestrate has not run since boot")
+        return EXIT_FAILED
+    for name, step in state.steps.items():
+        seconds = f" {step.seconds:.2f} s" if step.seconds is not None else ""
+        print(f"{name:26} {step.status}{seconds}{': ' + step.error if step.error else ''}")
+    for name, dom in state.domains.items():
+        print(f"{name:26} {dom.status} domid {dom.domid if dom.domid is not None else '-'}")
+    print(f"verdict: {state.verdict or '(boot still running or killed)'}")
+    return EXIT_OK if state.exit_code == 0 else EXIT_FAILED
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from orchestrator import log as logmod
+
+    json_file = None
+    logmod.configure(args.log_format, args.debug)
+    log = logmod.get_logger()
+    config = _load(args, sys.stderr)
+    if config is None:
+        return EXIT_INVALID
+
+    from orchestrator.context import Context
+    from orchestrator.host import DryRunHost, Host
+    from orchestrator.runner import run_boot
+    from orchestrator.state import BootState
+    from orchestrator.topology import build_topology
+
+    topology = build_topology(config)
+    host_cls = DryRunHost if args.dry_run else Host
+    host = host_cls(root=args.root, log=log, tools_path=config.host.tools_path,
+                    command_timeout=config.host.command_timeout)
+    if not args.dry_run:
+        # JSON lines beside the console, for `orchestrate review` and machines.
+        log_dir = host.path(config.host.state_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        json_file = open(log_dir / "boot.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        logmod.configure(args.log_format, args.debug, json_file=json_file)
+        log = logmod.get_logger()
+        host.log = log
+    signal.signal(signal.SIGTERM, _interrupt)
+    state = BootState(mode="dry-run" if args.dry_run else "boot",
+                      started_uptime=logmod.uptime())
+    waves = " | ".join(", ".join(w) for w in topology.waves)
+    log.info("units loaded", units=config.units_dir, domains=len(config.domains), waves=waves,
+             root=args.root, pid=os.getpid(), version=__version__)
+    ctx = Context(config=config, topology=topology, host=host, state=state, log=log)
+    try:
+        return run_boot(ctx, debug=args.debug)
+    finally:
+        if json_file is not None:
+            json_file.close()

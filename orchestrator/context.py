@@ -1,0 +1,51 @@
+"""Context: what every step receives — intent, host, results, log, the boot deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.host import Host
+from orchestrator.state import BootState
+from orchestrator.topology import Topology
+from orchestrator.units import Config
+from orchestrator.xenstore import Xenstore
+
+
+@dataclass
+class Context:
+    config: Config
+    topology: Topology
+    host: Host
+    state: BootState
+    log: Any
+    deadline: float = field(default=0.0)
+    provision_lock: threading.Lock = field(default_factory=threading.Lock)
+    _xenstore: Xenstore | None = None
+
+    def __post_init__(self) -> None:
+        if not self.deadline:
+            self.deadline = time.monotonic() + self.config.host.boot_deadline
+
+    def remaining(self, cap: float) -> float:
+        """min(cap, time left in the boot deadline); fails once the deadline passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise OrchestratorError(
+                f"the boot deadline of {self.config.host.boot_deadline:g} s has passed",
+                hint="raise deadlines.boot in host.toml, or see which step is slow above",
+            )
+        return min(cap, left)
+
+    def xenstore(self) -> Xenstore:
+        if self._xenstore is None:
+            self._xenstore = self.host.xenstore(self.config.host.xenstored_timeout)
+        return self._xenstore
+
+    def close(self) -> None:
+        if self._xenstore is not None:
+            self._xenstore.close()
+            self._xenstore = None

@@ -1,0 +1,381 @@
+"""Host: the only layer that touches the system (STYLE.md, "Layers").
+
+Every path is joined onto `root` (`/` on a dom0, a temp tree in the sandbox tests), every
+program runs through `query()` (reads, also run in a dry run) or `run()` (changes), with
+an argument list and a timeout, never a shell string.
+
+DryRunHost reads the real system exactly like Host, and turns every mutation into one
+"would ..." line: same steps, same code path, nothing changed. Values only a real boot
+can know come back as placeholders (`outcome()`), e.g. `<domid:net-vm>`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from orchestrator.errors import CommandFailed, OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.units import Image
+    from orchestrator.xenstore import Xenstore
+
+T = TypeVar("T")
+
+# The places a toolstack puts its programs on the distributions we boot from; tried
+# after PATH (Debian keeps xl and xenstored in /usr/lib/xen-<ver>/bin).
+DEFAULT_TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Host:
+    dry_run = False
+
+    def __init__(
+        self,
+        root: str = "/",
+        log: Any = None,
+        tools_path: Sequence[str] = (),
+        command_timeout: float = 30.0,
+    ) -> None:
+        from orchestrator.log import get_logger
+
+        self.root = Path(root)
+        self.log = log or get_logger()
+        self.command_timeout = command_timeout
+        extra = [str(self.path(p)) for p in tools_path]
+        self.search_path = os.pathsep.join(
+            [*extra, os.environ.get("PATH", ""), *DEFAULT_TOOL_DIRS]
+        )
+
+    # ---------------------------------------------------------------- paths and reads
+
+    def path(self, p: str | Path) -> Path:
+        """`/proc/misc` -> `<root>/proc/misc`."""
+        return self.root / str(p).lstrip("/")
+
+    def read_text(self, p: str | Path) -> str | None:
+        try:
+            return self.path(p).read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def exists(self, p: str | Path) -> bool:
+        return os.path.lexists(self.path(p))
+
+    def listdir(self, p: str | Path) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(p)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def readlink(self, p: str | Path) -> str | None:
+        try:
+            return os.readlink(self.path(p))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def char_device(self, p: str | Path) -> tuple[int, int] | str | None:
+        """(major, minor) of a char device, None if absent, or what else is there."""
+        try:
+            st = os.lstat(self.path(p))
+        except FileNotFoundError:
+            return None
+        if stat.S_ISCHR(st.st_mode):
+            return (os.major(st.st_rdev), os.minor(st.st_rdev))
+        return "a directory" if stat.S_ISDIR(st.st_mode) else "not a character device"
+
+    def free_bytes(self, p: str | Path) -> int:
+        """Free space of the filesystem that holds p (or its nearest existing parent)."""
+        target = self.path(p)
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        st = os.statvfs(target)
+        return st.f_bavail * st.f_frsize
+
+    def file_matches(self, p: str, sha256: str, size: int) -> bool:
+        from orchestrator.download import file_matches
+
+        return file_matches(self.path(p), sha256, size)
+
+    def which(self, program: str) -> str | None:
+        return shutil.which(program, path=self.search_path)
+
+    def pid_alive(self, pid: int) -> bool:
+        import psutil
+
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def query(self, argv: Sequence[str], timeout: float | None = None) -> Result:
+        """Run a program that only reads (xl info, xl list, ip addr show)."""
+        return self._exec(list(argv), timeout)
+
+    def outcome(self, produce: Callable[[], T], placeholder: T) -> T:
+        """A value only a real boot can know; a dry run gets the placeholder."""
+        return produce()
+
+    def parallelism(self, tasks: int) -> int:
+        """How many domains may be brought up at once."""
+        return max(1, tasks)
+
+    def refuse(self, error: OrchestratorError) -> None:
+        """A precondition does not hold: stop the boot (a dry run says so and goes on)."""
+        raise error
+
+    def explain(self, text: str) -> None:
+        """Detail a dry run shows in full and a boot only with --debug (xl configs,
+        rollback plans)."""
+        self.log.debug("note", text=text)
+
+    def wait_until(self, what: str, check: Callable[[], bool], timeout: float) -> bool:
+        """Poll check() with bounded exponential backoff until it holds or timeout."""
+        from tenacity import RetryError, Retrying, stop_after_delay, wait_exponential
+
+        try:
+            for attempt in Retrying(stop=stop_after_delay(timeout),
+                                    wait=wait_exponential(multiplier=0.05, max=0.5)):
+                with attempt:
+                    if not check():
+                        raise _NotYet(what)
+        except RetryError:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- mutations
+
+    def action(self, text: str, **fields: Any) -> None:
+        self.log.info("action", text=text, dry_run=self.dry_run, **fields)
+
+    def load_module(self, name: str) -> None:
+        self.action(f"modprobe {name}")
+        self.run(["modprobe", name], quiet=True,
+                 hint=f"is {name}.ko in the image's module closure (initramfs-hooks)?")
+
+    def make_dirs(self, p: str, mode: int = 0o755) -> None:
+        if self.path(p).is_dir():
+            return
+        self.action(f"mkdir -p {p}")
+        self.path(p).mkdir(mode=mode, parents=True, exist_ok=True)
+
+    def mknod_char(self, p: str, major: int, minor: int, mode: int) -> None:
+        self.action(f"mknod {p} c {major} {minor} (mode {mode:04o})")
+        os.mknod(self.path(p), stat.S_IFCHR | mode, os.makedev(major, minor))
+        os.chmod(self.path(p), mode)
+
+    def mount(self, fstype: str, source: str, target: str) -> None:
+        self.action(f"mount -t {fstype} {source} {target}")
+        self.run(["mount", "-t", fstype, source, str(self.path(target))], quiet=True)
+
+    def write_file(self, p: str, text: str, mode: int = 0o644) -> None:
+        """Atomically replace a file: temp file beside it, fsync, rename."""
+        self.action(f"write {p} ({len(text)} bytes)")
+        self.save_file(p, text, mode)
+
+    def save_file(self, p: str, text: str, mode: int = 0o644) -> None:
+        """Like write_file, without a console line (the state file, the JSON log)."""
+        target = self.path(p)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+
+    def write_sysfs(self, p: str, value: str) -> None:
+        """One write to a kernel attribute; the kernel's refusal is an OSError."""
+        self.action(f"write {p} <- {value}")
+        try:
+            # O_NONBLOCK: a sysfs attribute never blocks; a stand-in FIFO with no kernel
+            # behind it fails at once (ENXIO) instead of hanging the boot.
+            fd = os.open(self.path(p), os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise OrchestratorError(
+                f"writing {value} to {p} failed: {exc.strerror or exc}",
+            ) from exc
+
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float | None = None,
+        check: bool = True,
+        hint: str | None = None,
+        quiet: bool = False,
+    ) -> Result:
+        """Run a program that changes the system; raise CommandFailed unless check=False."""
+        if not quiet:
+            self.action(" ".join(argv))
+        result = self._exec(list(argv), timeout)
+        if check and not result.ok:
+            raise CommandFailed(result.argv, result.returncode, result.stderr, hint)
+        return result
+
+    def remove(self, p: str) -> None:
+        if self.exists(p):
+            self.action(f"rm {p}")
+            self.path(p).unlink()
+
+    def save_state(self, p: str, text: str) -> None:
+        self.save_file(p, text)
+
+    def download(self, image: Image, dest: str, timeout: float) -> None:
+        """One strict HTTP attempt into dest (temp file, verify, fsync, rename)."""
+        from orchestrator.download import download
+
+        download(image.url, self.path(dest), image.sha256, image.size, timeout)
+
+    def xenstore(self, timeout: float) -> Xenstore:
+        from orchestrator.xenstore import PyxsXenstore
+
+        return PyxsXenstore(self.xenstored_socket(), timeout, self.log)
+
+    def xenstored_socket(self) -> str:
+        override = os.environ.get("XENSTORED_PATH")
+        return override or str(self.path("/var/run/xenstored/socket"))
+
+    # ---------------------------------------------------------------- processes
+
+    def _exec(self, argv: list[str], timeout: float | None) -> Result:
+        timeout = self.command_timeout if timeout is None else timeout
+        self.log.debug("exec", argv=argv, timeout=timeout)
+        env = dict(os.environ, PATH=self.search_path)
+        program = self.which(argv[0]) or argv[0]
+        try:
+            proc = subprocess.Popen(
+                [program, *argv[1:]],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                # its own session: on a timeout we kill the whole group (xl forks helpers)
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            return Result(argv, 127, "", f"{argv[0]}: command not found in {self.search_path}")
+        except PermissionError as exc:
+            return Result(argv, 126, "", f"{argv[0]}: {exc.strerror}")
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill_group(proc)
+            raise OrchestratorError(
+                f"`{' '.join(argv)}` did not finish within {timeout:g} s (killed)",
+                hint="see the console above for what it was waiting on",
+            ) from None
+        return Result(argv, proc.returncode, out, err)
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen[str]) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class _NotYet(Exception):
+    pass
+
+
+class DryRunHost(Host):
+    """Reads for real, records every mutation as a "would ..." line, changes nothing."""
+
+    dry_run = True
+
+    def refuse(self, error: OrchestratorError) -> None:
+        self.log.warning("warning", text=f"a boot would stop here: {error.message}")
+        if error.hint:
+            self.log.warning("hint", hint=error.hint)
+
+    def explain(self, text: str) -> None:
+        self.log.info("note", text=text)
+
+    def parallelism(self, tasks: int) -> int:
+        return 1  # "would" lines in one stable order
+
+    def wait_until(self, what: str, check: Callable[[], bool], timeout: float) -> bool:
+        self.action(f"wait up to {timeout:g} s until {what}")
+        return True
+
+    def outcome(self, produce: Callable[[], T], placeholder: T) -> T:
+        return placeholder
+
+    def load_module(self, name: str) -> None:
+        self.action(f"modprobe {name}")
+
+    def make_dirs(self, p: str, mode: int = 0o755) -> None:
+        if not self.path(p).is_dir():
+            self.action(f"mkdir -p {p}")
+
+    def mknod_char(self, p: str, major: int, minor: int, mode: int) -> None:
+        self.action(f"mknod {p} c {major} {minor} (mode {mode:04o})")
+
+    def mount(self, fstype: str, source: str, target: str) -> None:
+        self.action(f"mount -t {fstype} {source} {target}")
+
+    def write_file(self, p: str, text: str, mode: int = 0o644) -> None:
+        self.action(f"write {p} ({len(text)} bytes)")
+
+    def save_file(self, p: str, text: str, mode: int = 0o644) -> None:
+        pass
+
+    def write_sysfs(self, p: str, value: str) -> None:
+        self.action(f"write {p} <- {value}")
+
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float | None = None,
+        check: bool = True,
+        hint: str | None = None,
+        quiet: bool = False,
+    ) -> Result:
+        if not quiet:
+            self.action(" ".join(argv))
+        return Result(list(argv), 0, "", "")
+
+    def remove(self, p: str) -> None:
+        if self.exists(p):
+            self.action(f"rm {p}")
+
+    def save_state(self, p: str, text: str) -> None:
+        pass
+
+    def download(self, image: Image, dest: str, timeout: float) -> None:
+        pass  # the fetch step logs the request and the expected hash and size
+
+    def xenstore(self, timeout: float) -> Xenstore:
+        from orchestrator.xenstore import RecordingXenstore
+
+        return RecordingXenstore(self.log)

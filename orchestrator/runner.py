@@ -1,0 +1,112 @@
+"""The boot state machine: the steps, in order, in one place.
+
+Each step logs begin / ok / failed with its duration, and the state file is written
+after every transition. The first step that raises stops the boot (exit 1); a step that
+records partial failures (create-domains) lets the rest run so the summary is complete,
+and the verdict is then FAILED too.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+import structlog
+
+from orchestrator.context import Context
+from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OrchestratorError
+from orchestrator.state import StepRecord
+from orchestrator.steps.devices import make_device_nodes
+from orchestrator.steps.domains import create_domains
+from orchestrator.steps.fetch import fetch_images
+from orchestrator.steps.finish import leave_dom0_idle
+from orchestrator.steps.handoff import bind_devices_to_pciback
+from orchestrator.steps.preflight import preflight
+from orchestrator.steps.provision import provision_xenstore
+from orchestrator.steps.xenstored import check_platform, start_xenstored
+
+Step = Callable[[Context], None]
+
+# The boot, in order. preflight comes before xenstored: a toolstack that does not match
+# the hypervisor must be caught before xenstored, xen-init-dom0 or any xl call runs.
+STEPS: tuple[tuple[str, Step], ...] = (
+    ("make-device-nodes", make_device_nodes),
+    ("preflight", preflight),
+    ("start-xenstored", start_xenstored),
+    ("check-platform", check_platform),
+    ("fetch-images", fetch_images),
+    ("bind-devices-to-pciback", bind_devices_to_pciback),
+    ("create-domains", create_domains),
+    ("provision-xenstore", provision_xenstore),
+    ("leave-dom0-idle", leave_dom0_idle),
+)
+
+
+def state_file(ctx: Context) -> str:
+    return f"{ctx.config.host.state_dir}/state.json"
+
+
+def save(ctx: Context) -> None:
+    ctx.host.save_state(state_file(ctx), ctx.state.to_json())
+
+
+def run_boot(ctx: Context, debug: bool = False) -> int:
+    log = ctx.log
+    count = len(STEPS)
+    boot_started = time.monotonic()
+    ctx.state.steps = {name: StepRecord() for name, _ in STEPS}
+    for number, (name, step) in enumerate(STEPS, start=1):
+        record = ctx.state.steps[name]
+        with structlog.contextvars.bound_contextvars(step_no=number, step_count=count):
+            log.info("step begin", step=name)
+            record.status = "running"
+            save(ctx)
+            started = time.monotonic()
+            try:
+                step(ctx)
+            except OrchestratorError as exc:
+                return _stop(ctx, number, name, exc.message, exc.hint, started)
+            except KeyboardInterrupt:
+                _stop(ctx, number, name, "interrupted", None, started)
+                return _finish(ctx, EXIT_INTERRUPTED, f"INTERRUPTED at {number}/{count} {name}")
+            except Exception as exc:  # a bug: say so, keep the traceback for --debug
+                if debug:
+                    traceback.print_exc()
+                return _stop(ctx, number, name, f"internal error: {type(exc).__name__}: {exc}",
+                             "this is a bug in orchestrate; run with --debug for the "
+                             "traceback and report it", started)
+            record.status = "ok"
+            record.seconds = round(time.monotonic() - started, 3)
+            log.info("step ok", step=name, seconds=record.seconds)
+            save(ctx)
+    total = time.monotonic() - boot_started
+    failed = ctx.state.failed_domains()
+    if failed:
+        return _finish(ctx, EXIT_FAILED, f"FAILED: {', '.join(failed)} not ready "
+                       f"after {total:.1f} s")
+    ready = len(ctx.state.domains)
+    word = "would be" if ctx.host.dry_run else "are"
+    return _finish(ctx, EXIT_OK, f"OK: {ready} domains {word} ready, {total:.1f} s")
+
+
+def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
+          started: float) -> int:
+    record = ctx.state.steps[name]
+    record.status, record.error, record.hint = "failed", error, hint
+    record.seconds = round(time.monotonic() - started, 3)
+    ctx.log.error("step failed", step=name, error=error)
+    if hint:
+        ctx.log.error("hint", hint=hint)
+    for later, _ in STEPS[number:]:
+        ctx.state.steps[later].status = "skipped"
+    ctx.close()
+    return _finish(ctx, EXIT_FAILED, f"FAILED at {number}/{len(STEPS)} {name}")
+
+
+def _finish(ctx: Context, code: int, text: str) -> int:
+    ctx.state.verdict = text
+    ctx.state.exit_code = code
+    save(ctx)
+    ctx.log.info("verdict", text=f"orchestrate: {text} (exit {code})")
+    return code

@@ -1,0 +1,71 @@
+"""BootState: the mutable results of one boot, persisted after every transition.
+
+The frozen Config is the intent; BootState is what happened (STYLE.md, "State").
+It is written to <state_dir>/state.json after each step begins and ends, so that
+`orchestrate status` and a re-run after a crash can see how far a boot got.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator.ipc import Domid
+
+
+@dataclass
+class StepRecord:
+    status: str = "pending"  # pending running ok failed skipped
+    seconds: float | None = None
+    error: str | None = None
+    hint: str | None = None
+
+
+@dataclass
+class DomainRecord:
+    status: str = "pending"  # pending created ready adopted failed skipped
+    domid: Domid | None = None
+    create_to_ready: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class BootState:
+    mode: str = "boot"
+    started_uptime: float | None = None
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    domains: dict[str, DomainRecord] = field(default_factory=dict)
+    original_drivers: dict[str, str | None] = field(default_factory=dict)
+    moved_to_pciback: list[str] = field(default_factory=list)
+    images: dict[str, str] = field(default_factory=dict)
+    daemons: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    verdict: str | None = None
+    exit_code: int | None = None
+
+    def domid(self, name: str) -> Domid | None:
+        record = self.domains.get(name)
+        return record.domid if record else None
+
+    def live_domids(self) -> dict[str, Domid]:
+        """Domains that exist now (created, ready or adopted) and their ids."""
+        return {
+            name: rec.domid
+            for name, rec in self.domains.items()
+            if rec.domid is not None and rec.status in ("created", "ready", "adopted")
+        }
+
+    def failed_domains(self) -> list[str]:
+        return [n for n, r in self.domains.items() if r.status in ("failed", "skipped")]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BootState:
+        raw: dict[str, Any] = json.loads(text)
+        state = cls(**{k: v for k, v in raw.items() if k not in ("steps", "domains")})
+        state.steps = {k: StepRecord(**v) for k, v in raw.get("steps", {}).items()}
+        state.domains = {k: DomainRecord(**v) for k, v in raw.get("domains", {}).items()}
+        return state

@@ -1,0 +1,193 @@
+"""create-domains: every domain as soon as the domains it needs are ready.
+
+Per domain: `xl create -p` (paused) -> read the domid -> provision xenstore -> `xl unpause`
+-> wait for readiness, each wait with its own timeout. Domains whose needs are met start
+together (the waves of `orchestrate plan` are the coarse view of the same graph; starting
+each domain as soon as its own needs are ready is never slower). A domain already running
+under its name is adopted, never duplicated. A failure skips its dependents and
+independent domains still start; a failed domain is destroyed and the devices it held
+go back to dom0, so dom0 keeps its NIC when net-vm does not come up.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from orchestrator.context import Context
+from orchestrator.errors import OrchestratorError
+from orchestrator.ipc import Domid
+from orchestrator.state import DomainRecord
+from orchestrator.steps.handoff import return_devices
+from orchestrator.steps.provision import provision
+from orchestrator.units import DomainUnit
+from orchestrator.xl import Xl
+from orchestrator.xlcfg import render_xl_config
+
+
+def xl_config_path(ctx: Context, name: str) -> str:
+    return f"{ctx.config.host.state_dir}/xl/{name}.cfg"
+
+
+def write_xl_configs(ctx: Context) -> None:
+    image_dir = ctx.config.host.image_dir
+    for wave in ctx.topology.waves:
+        for name in wave:
+            domain = ctx.config.domain(name)
+            text = render_xl_config(
+                domain,
+                str(ctx.host.path(f"{image_dir}/{domain.kernel.file_name}")),
+                str(ctx.host.path(f"{image_dir}/{domain.ramdisk.file_name}"))
+                if domain.ramdisk else None,
+            )
+            ctx.host.write_file(xl_config_path(ctx, name), text)
+            for line in text.splitlines():
+                ctx.host.explain(f"  | {line}")
+
+
+def create_domains(ctx: Context) -> None:
+    write_xl_configs(ctx)
+    order = [name for wave in ctx.topology.waves for name in wave]
+    done = {name: threading.Event() for name in order}
+    for name in order:
+        ctx.state.domains.setdefault(name, DomainRecord())
+    xl = Xl(ctx.host, ctx.config.host.command_timeout)
+
+    def task(name: str) -> None:
+        try:
+            for need in ctx.topology.needs(name):
+                if not done[need].wait(timeout=ctx.remaining(ctx.config.host.boot_deadline)):
+                    raise OrchestratorError(f"{need} did not finish in time")
+                if ctx.state.domains[need].status not in ("ready", "adopted"):
+                    ctx.state.domains[name] = DomainRecord(status="skipped",
+                                                           error=f"{need} is not ready")
+                    ctx.log.warning("domain skipped", domain=name,
+                                    reason=f"it needs {need}, which is not ready")
+                    return
+            bring_up(ctx, xl, ctx.config.domain(name))
+        except OrchestratorError as exc:
+            fail(ctx, xl, name, exc)
+        finally:
+            done[name].set()
+
+    # A dry run prints in one stable order: one worker, tasks in wave order.
+    with ThreadPoolExecutor(max_workers=ctx.host.parallelism(len(order)),
+                            thread_name_prefix="domain") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, task, n) for n in order]
+        for future in futures:
+            future.result()
+
+    failed = ctx.state.failed_domains()
+    if failed:
+        ctx.log.warning("warning", text=f"not ready: {', '.join(failed)}")
+
+
+def bring_up(ctx: Context, xl: Xl, domain: DomainUnit) -> None:
+    host, name = ctx.host, domain.name
+    existing = host.outcome(lambda: xl.domid(name), None)
+    if existing is not None:
+        ctx.state.domains[name] = DomainRecord(status="adopted", domid=existing)
+        ctx.log.info("domain state", domain=name, state=f"already running as domid "
+                     f"{existing}: adopted")
+        provision(ctx)
+        wait_ready(ctx, xl, domain, existing)
+        return
+    started = time.monotonic()
+    timeout = ctx.remaining(ctx.config.host.create_timeout)
+    domid = xl.create_paused(name, xl_config_path(ctx, name), timeout)
+    ctx.state.domains[name] = DomainRecord(status="created", domid=domid)
+    ctx.log.info("domain state", domain=name, state=f"created paused as domid {domid}")
+    provision(ctx)
+    xl.unpause(name, domid)
+    wait_ready(ctx, xl, domain, domid)
+    seconds = round(time.monotonic() - started, 2)
+    ctx.state.domains[name] = DomainRecord(status="ready", domid=domid,
+                                           create_to_ready=seconds)
+    ctx.log.info("domain ready", domain=name, domid=domid, seconds=seconds)
+
+
+def fail(ctx: Context, xl: Xl, name: str, exc: OrchestratorError) -> None:
+    """Record the failure, destroy what was built, give its devices back to dom0."""
+    record = ctx.state.domains.get(name) or DomainRecord()
+    ctx.log.error("domain failed", domain=name, error=exc.message)
+    if exc.hint:
+        ctx.log.error("hint", hint=exc.hint)
+    if record.domid is not None and record.status != "adopted":
+        xl.destroy(name, record.domid)
+    ctx.state.domains[name] = DomainRecord(status="failed", error=exc.message)
+    try:
+        provision(ctx)  # drops its map entry and rendezvous grants
+    except OrchestratorError as perr:
+        ctx.log.error("note", text=f"could not clean xenstore after {name}: {perr.message}")
+    devices = list(ctx.config.domain(name).pci)
+    if devices:
+        return_devices(ctx, devices)
+
+
+def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
+    readiness = domain.readiness
+    timeout = ctx.remaining(readiness.timeout)
+    store = ctx.xenstore()
+    home = f"/local/domain/{domid}"
+
+    def alive() -> None:
+        state = xl.states().get(domain.name)
+        if state is None:
+            raise OrchestratorError(f"{domain.name} (domid {domid}) is gone before it was "
+                                    "ready", hint=_console_hint(domain.name))
+        if "c" in state[1]:
+            raise OrchestratorError(f"{domain.name} (domid {domid}) crashed before it was "
+                                    "ready", hint=_console_hint(domain.name))
+
+    if readiness.mode == "xenstore":
+        key = f"{home}/{readiness.key}"
+
+        def ready() -> str | None:
+            if store.read(key) is not None:
+                return f"{key} written"
+            alive()
+            return None
+
+        watch = [key, "@releaseDomain"]
+    elif readiness.mode == "connected":
+
+        def ready() -> str | None:
+            if devices_connected(ctx, home):
+                return "all devices connected"
+            alive()
+            return None
+
+        watch = [f"{home}/device", "@releaseDomain"]
+    else:
+
+        def ready() -> str | None:
+            alive()
+            return "running"
+
+        watch = ["@releaseDomain"]
+    try:
+        store.wait(watch, ready, timeout, what=f"{domain.name} {readiness.describe()}")
+    except OrchestratorError as exc:
+        if exc.hint is None:
+            exc.hint = _console_hint(domain.name)
+        raise
+
+
+def devices_connected(ctx: Context, home: str) -> bool:
+    """Every frontend under home/device and its backend are XenbusState 4 (Connected)."""
+    store = ctx.xenstore()
+    for kind in store.directory(f"{home}/device"):
+        for dev in store.directory(f"{home}/device/{kind}"):
+            front = f"{home}/device/{kind}/{dev}"
+            if store.read(f"{front}/state") != "4":
+                return False
+            backend = store.read(f"{front}/backend")
+            if backend is None or store.read(f"{backend}/state") != "4":
+                return False
+    return True
+
+
+def _console_hint(name: str) -> str:
+    return f"see the guest's console: /var/log/xen/console/guest-{name}.log"

@@ -1,0 +1,126 @@
+"""fetch-images: bring dom0's NIC up and fetch every image, strictly, before any handoff.
+
+If this step fails, the handoff never runs and dom0 keeps its NIC (seed 000: "If the
+fetch fails, the script aborts and dom0 keeps its NIC as a fallback").
+"""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator.context import Context
+from orchestrator.errors import OrchestratorError
+from orchestrator.units import Image, NicConfig
+
+
+def nic_up_argvs(nic: NicConfig) -> list[list[str]]:
+    """The commands that give dom0's NIC its configured address and route."""
+    if nic.address == "dhcp":
+        return [["ip", "link", "set", nic.interface, "up"],
+                ["udhcpc", "-i", nic.interface, "-n", "-q", "-t", "3", "-T", "2"]]
+    argvs = [["ip", "link", "set", nic.interface, "up"],
+             ["ip", "addr", "add", nic.address, "dev", nic.interface]]
+    if nic.gateway:
+        argvs.append(["ip", "route", "replace", "default", "via", nic.gateway,
+                      "dev", nic.interface])
+    return argvs
+
+
+def parse_inet_addresses(ip_addr_show: str) -> list[str]:
+    """`ip addr show dev X` (iproute2 or busybox) -> ["10.0.2.15/24", ...]."""
+    out = []
+    for line in ip_addr_show.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("inet", "inet6"):
+            out.append(words[1])
+    return out
+
+
+def nic_has_address(ctx: Context, nic: NicConfig) -> bool:
+    result = ctx.host.query(["ip", "addr", "show", "dev", nic.interface])
+    if not result.ok:
+        return False
+    addresses = parse_inet_addresses(result.stdout)
+    if nic.address == "dhcp":
+        return any(":" not in a for a in addresses)
+    return nic.address in addresses
+
+
+def bring_nic_up(ctx: Context, nic: NicConfig) -> None:
+    if nic_has_address(ctx, nic):
+        ctx.log.info("already done", what=f"{nic.interface} has {nic.address}")
+        return
+    timeout = ctx.remaining(ctx.config.host.command_timeout)
+    for argv in nic_up_argvs(nic):
+        ctx.host.run(argv, timeout=timeout,
+                     hint=f"check nic.interface/nic.address in {ctx.config.host.source}")
+
+
+def fetch_images(ctx: Context) -> None:
+    cfg = ctx.config.host
+    if cfg.nic is not None:
+        bring_nic_up(ctx, cfg.nic)
+    started = time.monotonic()
+    for domain in ctx.config.domains:
+        for image in domain.images:
+            dest = f"{cfg.image_dir}/{image.file_name}"
+            if ctx.host.file_matches(dest, image.sha256, image.size):
+                ctx.log.info("already done", what=f"{dest} (sha256 matches)")
+            else:
+                _fetch_one(ctx, image, dest, started, domain.source)
+            ctx.state.images[image.file_name] = dest
+
+
+def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str) -> None:
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        stop_after_delay,
+        wait_exponential,
+    )
+
+    from orchestrator.download import FetchError
+
+    cfg = ctx.config.host
+    ctx.log.info("fetch", url=image.url, path=dest, dry_run=ctx.host.dry_run)
+    ctx.log.info("fetch expect", sha256=image.sha256, size=image.size)
+    budget = ctx.remaining(max(0.001, cfg.fetch_deadline - (time.monotonic() - started)))
+    attempt_no = 0
+
+    def one_attempt() -> None:
+        nonlocal attempt_no
+        attempt_no += 1
+        try:
+            ctx.host.download(image, dest, timeout=min(cfg.request_timeout, budget))
+        except FetchError as exc:
+            ctx.log.warning("fetch attempt failed", url=image.url, attempt=attempt_no,
+                            attempts=cfg.fetch_attempts, error=exc.message)
+            raise
+
+    try:
+        for attempt in Retrying(
+            stop=stop_after_attempt(cfg.fetch_attempts) | stop_after_delay(budget),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception(lambda e: isinstance(e, FetchError) and e.retryable),
+            reraise=False,
+        ):
+            with attempt:
+                one_attempt()
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise _failed(ctx, image, dest, unit, attempt_no, last) from None
+    except FetchError as exc:  # not retryable: the first failure is the answer
+        raise _failed(ctx, image, dest, unit, attempt_no, exc) from None
+
+
+def _failed(ctx: Context, image: Image, dest: str, unit: str, attempts: int,
+            error: BaseException | None) -> OrchestratorError:
+    detail = getattr(error, "message", str(error))
+    return OrchestratorError(
+        f"fetching {image.url} failed after {attempts} attempt"
+        f"{'s' if attempts != 1 else ''}: {detail}; no file was written to {dest}",
+        hint=f"check that the build server is up and serves this file with the sha256 and "
+        f"size pinned in {unit}; dom0 keeps its NIC, re-run orchestrate when it is fixed",
+    )

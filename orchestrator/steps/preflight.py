@@ -1,0 +1,140 @@
+"""preflight: everything that can be known before the toolstack runs.
+
+Runs before xenstored, xen-init-dom0 and any xl call: with a toolstack that does not
+match the hypervisor, xenstored may die on gnttab (seed 001) and `xl create` fails with
+a misleading "Permission denied" while `xl list` works (seed 000, XEN-FACTS "Versions").
+"""
+
+from __future__ import annotations
+
+import re
+
+from orchestrator.context import Context
+from orchestrator.errors import OrchestratorError
+
+# Where distributions put libxenctrl.so.<major>.<minor>; the soname carries the
+# toolstack's version (libxenstore.so.4 does not).
+LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/lib",
+)
+SONAME_RE = re.compile(r"^libxenctrl\.so\.(\d+)\.(\d+)$")
+
+# Which distribution release ships which toolstack (seed 000; XEN-LAB.md).
+TOOLSTACK_SOURCES = {
+    (4, 17): "Alpine 3.18 or Debian 12 bookworm",
+    (4, 18): "Alpine 3.19/3.20",
+    (4, 19): "Alpine 3.21",
+    (4, 20): "Debian 13 trixie",
+}
+
+
+def hypervisor_version(ctx: Context) -> tuple[int, int, str] | None:
+    base = "/sys/hypervisor/version"
+    major = ctx.host.read_text(f"{base}/major")
+    minor = ctx.host.read_text(f"{base}/minor")
+    extra = ctx.host.read_text(f"{base}/extra") or ""
+    if major is None or minor is None:
+        return None
+    try:
+        return int(major.strip()), int(minor.strip()), extra.strip()
+    except ValueError:
+        return None
+
+
+def toolstack_version(ctx: Context) -> tuple[tuple[int, int], str] | None:
+    """((major, minor), path) from the libxenctrl soname found first."""
+    for directory in LIB_DIRS:
+        for name in ctx.host.listdir(directory):
+            match = SONAME_RE.match(name)
+            if match:
+                return (int(match[1]), int(match[2])), f"{directory}/{name}"
+    return None
+
+
+def version_mismatch_hint(hyp: tuple[int, int]) -> str:
+    source = TOOLSTACK_SOURCES.get(hyp)
+    where = f" (e.g. from {source})" if source else ""
+    return (
+        f"install the Xen {hyp[0]}.{hyp[1]} toolstack (xl, xenstored, libxen*){where} into "
+        f"the dom0 image, or boot the hypervisor that matches the toolstack"
+    )
+
+
+def preflight(ctx: Context) -> None:
+    host = ctx.host
+    hyp = hypervisor_version(ctx)
+    tools = toolstack_version(ctx)
+    if hyp is None:
+        host.refuse(OrchestratorError(
+            "no /sys/hypervisor/version: this kernel is not running as a Xen dom0",
+            hint="boot the dom0 kernel from the Xen hypervisor (multiboot2 xen.gz)",
+        ))
+    if tools is None:
+        host.refuse(OrchestratorError(
+            f"no libxenctrl.so.X.Y in {', '.join(LIB_DIRS)}: the Xen toolstack is missing",
+            hint="add xl, xenstored and the libxen* libraries to the dom0 image",
+        ))
+    if hyp is not None and tools is not None:
+        version, lib = tools
+        text = f"hypervisor {hyp[0]}.{hyp[1]}{hyp[2]}, toolstack {version[0]}.{version[1]} " \
+               f"({lib})"
+        if (hyp[0], hyp[1]) != version:
+            host.refuse(OrchestratorError(
+                f"version mismatch: Xen hypervisor {hyp[0]}.{hyp[1]}{hyp[2]} but toolstack "
+                f"{version[0]}.{version[1]} ({lib}); `xl create` would fail with a "
+                f"misleading \"Permission denied\"",
+                hint=version_mismatch_hint((hyp[0], hyp[1])),
+            ))
+        else:
+            ctx.log.info("check", check="versions", result=text)
+
+    for bdf, unit in _passthrough(ctx):
+        if not host.exists(f"/sys/bus/pci/devices/{bdf}"):
+            host.refuse(OrchestratorError(
+                f"PCI device {bdf} (pci in {unit}) does not exist on this machine",
+                hint=f"check the BDF with `lspci -D` and fix {unit}",
+            ))
+            continue
+        driver = pci_driver(ctx, bdf)
+        ctx.state.original_drivers.setdefault(bdf, driver)
+        ctx.log.info("check", check=f"device {bdf}", result=f"driver {driver or '(none)'}")
+
+    need = sum(
+        image.size
+        for domain in ctx.config.domains
+        for image in domain.images
+        if not _present(ctx, image.file_name, image.size)
+    )
+    image_dir = ctx.config.host.image_dir
+    free = host.free_bytes(image_dir)
+    if need > free:
+        host.refuse(OrchestratorError(
+            f"{image_dir} has {free >> 20} MiB free but the images need {need >> 20} MiB",
+            hint="give dom0 more memory (dom0_mem=...,max:...) or point paths.images at a "
+            "larger tmpfs",
+        ))
+    else:
+        ctx.log.info("check", check="space", result=f"images need {need >> 20} MiB, "
+                     f"{free >> 20} MiB free in {image_dir}")
+
+
+def pci_driver(ctx: Context, bdf: str) -> str | None:
+    link = ctx.host.readlink(f"/sys/bus/pci/devices/{bdf}/driver")
+    return link.rstrip("/").rsplit("/", 1)[-1] if link else None
+
+
+def _passthrough(ctx: Context) -> list[tuple[str, str]]:
+    devices = [(bdf, d.source) for d in ctx.config.domains for bdf in d.pci]
+    nic = ctx.config.host.nic
+    if nic and nic.bdf not in {bdf for bdf, _ in devices}:
+        devices.append((nic.bdf, ctx.config.host.source))
+    return devices
+
+
+def _present(ctx: Context, file_name: str, size: int) -> bool:
+    path = ctx.host.path(f"{ctx.config.host.image_dir}/{file_name}")
+    return path.is_file() and path.stat().st_size == size

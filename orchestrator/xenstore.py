@@ -1,0 +1,347 @@
+"""xenstore adapter over pyxs 0.4.1, and the recorder a dry run uses instead.
+
+pyxs traps this wraps (XEN-FACTS.md "pyxs 0.4.1", STYLE.md "pyxs traps"):
+- a call blocks forever if xenstored stops answering or the socket drops: every call
+  here runs under our own deadline, and a timed-out Client is abandoned (a closed
+  Client cannot reconnect; the next call makes a fresh one);
+- `write` refuses empty values: empty nodes are made with MKDIR;
+- paths and values are 7-bit ASCII bytes;
+- `import pyxs` reads /proc/xen/capabilities: imported lazily, after xenfs is mounted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.ipc import XsNode
+
+T = TypeVar("T")
+
+EAGAIN_ATTEMPTS = 8
+
+
+class XenstoreError(OrchestratorError):
+    pass
+
+
+class Xenstore(Protocol):
+    def read(self, path: str) -> str | None: ...
+
+    def directory(self, path: str) -> list[str]: ...
+
+    def get_perms(self, path: str) -> list[str] | None: ...
+
+    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> None:
+        """Write nodes (value + permissions) and remove paths in one transaction,
+        retried on EAGAIN, then read back and compare."""
+
+    def wait(
+        self,
+        watch: list[str],
+        ready: Callable[[], str | None],
+        timeout: float,
+        what: str,
+        tick: float = 2.0,
+    ) -> str:
+        """Until ready() returns a text (which is returned) or timeout; re-evaluated on
+        every watch event on the `watch` paths and at least every `tick` seconds."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RecordingXenstore:
+    """A dry run's xenstore: reads find nothing, writes and waits become "would" lines."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+
+    def read(self, path: str) -> str | None:
+        return None
+
+    def directory(self, path: str) -> list[str]:
+        return []
+
+    def get_perms(self, path: str) -> list[str] | None:
+        return None
+
+    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> None:
+        for path in remove:
+            self.log.info("xenstore node", op="rm", path=path, value_text="", perms="-",
+                          dry_run=True)
+        for node in nodes:
+            self.log.info(
+                "xenstore node",
+                op="write" if node.value is not None else "mkdir",
+                path=node.path,
+                value_text=f" = {node.value}" if node.value is not None else "",
+                perms=node.perms_text(),
+                dry_run=True,
+            )
+
+    def wait(
+        self,
+        watch: list[str],
+        ready: Callable[[], str | None],
+        timeout: float,
+        what: str,
+        tick: float = 2.0,
+    ) -> str:
+        self.log.info("action", text=f"wait up to {timeout:g} s for {what} (watch "
+                      f"{', '.join(watch)})", dry_run=True)
+        return "dry run"
+
+    def close(self) -> None:
+        pass
+
+
+_tokens = itertools.count(1)
+
+
+class PyxsXenstore:
+    """The live adapter. One pyxs Client, replaced by a fresh one after any failure."""
+
+    def __init__(self, socket_path: str, timeout: float, log: Any) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self.log = log
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # -- the deadline funnel ---------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[Any], T], timeout: float | None = None) -> T:
+        """Run fn(client) in a daemon thread; give up after the deadline."""
+        timeout = self.timeout if timeout is None else timeout
+        box: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+        def worker() -> None:
+            try:
+                box.put((True, fn(self._connected())))
+            except BaseException as exc:  # handed to the caller's thread
+                box.put((False, exc))
+
+        with self._lock:
+            thread = threading.Thread(target=worker, name=f"xenstore {what}", daemon=True)
+            thread.start()
+            try:
+                ok, value = box.get(timeout=timeout)
+            except queue.Empty:
+                self._abandon()
+                raise XenstoreError(
+                    f"xenstored at {self.socket_path} did not answer {what} within "
+                    f"{timeout:g} s",
+                    hint="is xenstored alive? (ps; /var/log/xen/xenstored*.log)",
+                ) from None
+        if ok:
+            return value  # type: ignore[no-any-return]
+        self._abandon()
+        raise self._translate(what, value)
+
+    def _connected(self) -> Any:
+        if self._client is None:
+            from pyxs import Client
+
+            client = Client(unix_socket_path=self.socket_path)
+            client.connect()
+            self._client = client
+        return self._client
+
+    def _abandon(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            # terminate() joins the router thread, which may be stuck: never wait on it.
+            threading.Thread(target=_quiet_close, args=(client,), daemon=True).start()
+
+    def _translate(self, what: str, exc: BaseException) -> BaseException:
+        if isinstance(exc, OrchestratorError):
+            return exc
+        name = type(exc).__name__
+        detail = os.strerror(exc.args[0]) if exc.args and isinstance(exc.args[0], int) else exc
+        return XenstoreError(
+            f"xenstore {what} failed: {name}: {detail}",
+            hint=f"check that xenstored is running and its socket is {self.socket_path}",
+        )
+
+    # -- reads -----------------------------------------------------------------------
+
+    def read(self, path: str) -> str | None:
+        def op(c: Any) -> str | None:
+            import errno
+
+            from pyxs.exceptions import PyXSError
+
+            try:
+                return bytes(c.read(path.encode())).decode()
+            except PyXSError as exc:
+                if exc.args and exc.args[0] in (errno.ENOENT, errno.EACCES):
+                    return None
+                raise
+
+        return self._call(f"read {path}", op)
+
+    def directory(self, path: str) -> list[str]:
+        def op(c: Any) -> list[str]:
+            import errno
+
+            from pyxs.exceptions import PyXSError
+
+            try:
+                return [bytes(x).decode() for x in c.list(path.encode())]
+            except PyXSError as exc:
+                if exc.args and exc.args[0] == errno.ENOENT:
+                    return []
+                raise
+
+        return self._call(f"directory {path}", op)
+
+    def get_perms(self, path: str) -> list[str] | None:
+        def op(c: Any) -> list[str] | None:
+            import errno
+
+            from pyxs.exceptions import PyXSError
+
+            try:
+                return [bytes(x).decode() for x in c.get_perms(path.encode())]
+            except PyXSError as exc:
+                if exc.args and exc.args[0] == errno.ENOENT:
+                    return None
+                raise
+
+        return self._call(f"get-perms {path}", op)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> None:
+        removals = list(remove)
+        for attempt in range(1, EAGAIN_ATTEMPTS + 1):
+            if self._call("transaction", lambda c: _transaction(c, nodes, removals)):
+                break
+            self.log.debug("xenstore transaction conflict", attempt=attempt)
+            time.sleep(min(0.05 * attempt, 0.5))
+        else:
+            raise XenstoreError(
+                f"xenstore transaction still conflicting after {EAGAIN_ATTEMPTS} attempts "
+                f"(EAGAIN); nothing of it was written",
+                hint="another writer keeps changing the same nodes; re-run orchestrate",
+            )
+        for node in nodes:
+            self.log.info("xenstore node", op="write" if node.value is not None else "mkdir",
+                          path=node.path, perms=node.perms_text(),
+                          value_text=f" = {node.value}" if node.value is not None else "")
+        self._verify(nodes, removals)
+
+    def _verify(self, nodes: list[XsNode], removals: list[str]) -> None:
+        wrong = []
+        for node in nodes:
+            value = self.read(node.path)
+            perms = self.get_perms(node.path)
+            if node.value is not None and value != node.value:
+                wrong.append(f"{node.path} = {value!r}, expected {node.value!r}")
+            if perms != [str(p) for p in node.perms]:
+                wrong.append(f"{node.path} perms {perms}, expected [{node.perms_text()}]")
+        for path in removals:
+            if self.read(path) is not None:
+                wrong.append(f"{path} still exists")
+        if wrong:
+            raise XenstoreError(
+                "xenstore read-back after commit differs: " + "; ".join(wrong),
+                hint="another writer changed these nodes; re-run orchestrate to converge",
+            )
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def wait(
+        self,
+        watch: list[str],
+        ready: Callable[[], str | None],
+        timeout: float,
+        what: str,
+        tick: float = 2.0,
+    ) -> str:
+        """A watch, not a sleep loop: a separate connection delivers the events."""
+        from pyxs import Client
+
+        deadline = time.monotonic() + timeout
+        token = f"orchestrate-{os.getpid()}-{next(_tokens)}".encode()
+        holder: dict[str, Any] = {}
+
+        def subscribe() -> None:
+            client = Client(unix_socket_path=self.socket_path)
+            client.connect()
+            holder["client"] = client
+            monitor = client.monitor()
+            for path in watch:
+                monitor.watch(path.encode(), token)
+            holder["monitor"] = monitor
+
+        _run_with_deadline(subscribe, self.timeout, f"watch {', '.join(watch)}")
+        events: queue.Queue[Any] = holder["monitor"].events
+        try:
+            while True:
+                outcome = ready()
+                if outcome is not None:
+                    return outcome
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise XenstoreError(f"timed out after {timeout:g} s waiting for {what}")
+                try:
+                    events.get(timeout=min(tick, left))
+                except queue.Empty:
+                    pass
+        finally:
+            threading.Thread(target=_quiet_close, args=(holder["client"],), daemon=True).start()
+
+    def close(self) -> None:
+        self._abandon()
+
+
+def _transaction(client: Any, nodes: list[XsNode], removals: list[str]) -> bool:
+    """One transaction; False when the commit hit EAGAIN (the caller retries it all)."""
+    client.transaction()
+    try:
+        for path in removals:
+            client.delete(path.encode())
+        for node in nodes:
+            if node.value is None:
+                client.mkdir(node.path.encode())
+            else:
+                client.write(node.path.encode(), node.value.encode())
+            client.set_perms(node.path.encode(), [str(p).encode() for p in node.perms])
+    except BaseException:
+        client.rollback()
+        raise
+    return bool(client.commit())
+
+
+def _run_with_deadline(fn: Callable[[], None], timeout: float, what: str) -> None:
+    box: queue.Queue[BaseException | None] = queue.Queue(maxsize=1)
+
+    def worker() -> None:
+        try:
+            fn()
+            box.put(None)
+        except BaseException as exc:
+            box.put(exc)
+
+    threading.Thread(target=worker, daemon=True).start()
+    try:
+        exc = box.get(timeout=timeout)
+    except queue.Empty:
+        raise XenstoreError(f"xenstored did not answer {what} within {timeout:g} s") from None
+    if exc is not None:
+        raise XenstoreError(f"xenstore {what} failed: {exc}") from exc
+
+
+def _quiet_close(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - closing a broken client: nothing to report
+        pass

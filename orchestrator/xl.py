@@ -1,0 +1,141 @@
+"""xl adapter: argv builders, output parsers, and failures translated into causes.
+
+xl exits 0 from `create` once the domain is built; it does not wait for the guest
+(XEN-FACTS.md "xl"). The translations come from what the seeds and the lab saw.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from orchestrator.errors import CommandFailed, OrchestratorError
+from orchestrator.host import Host
+from orchestrator.ipc import Domid, placeholder_domid
+
+VERSION_HINT = (
+    "the toolstack does not match the hypervisor (DOMCTL interface version): install the "
+    "toolstack of the hypervisor's release; `orchestrate` checks this in preflight, so "
+    "it was skipped or the versions are new to it"
+)
+
+# (pattern in xl's stderr, what it really means)
+KNOWN_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"domain creation fail: Permission denied|need to rebuild the user-space"),
+     VERSION_HINT),
+    (re.compile(r"Illegal pool specified: \(null\)"), VERSION_HINT),
+    (re.compile(r"passthrough not supported on this platform"),
+     "no IOMMU: enable VT-d/AMD-Vi in the firmware (and iommu=on on Xen's command line), "
+     "or drop the pci devices from the unit"),
+    (re.compile(r"passthrough not yet supported for x86 PVH"),
+     "PCI passthrough needs a PV guest: set type = \"pv\" in the unit"),
+    (re.compile(r"libgcc_s\.so\.1 must be installed"),
+     "add /lib/x86_64-linux-gnu/libgcc_s.so.1 to the dom0 image (ldd does not list it)"),
+    (re.compile(r"neither hap nor shadow paging available"),
+     "the CPU offers no HAP for PVH: use type = \"pv\" or a CPU with EPT/NPT"),
+    (re.compile(r"cannot connect to xenstore|xs_open"),
+     "xenstored is not running: see start-xenstored above"),
+)
+
+
+def explain_failure(stderr: str) -> str | None:
+    for pattern, hint in KNOWN_FAILURES:
+        if pattern.search(stderr):
+            return hint
+    return None
+
+
+def parse_xl_info(text: str) -> dict[str, str]:
+    """`xl info` `key : value` lines -> dict (values may contain ':')."""
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            info[key.strip()] = value.strip()
+    return info
+
+
+def parse_domid(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def parse_list_long(text: str) -> dict[str, int]:
+    """`xl list -l` JSON -> {name: domid} (dom0 excluded)."""
+    try:
+        data: Any = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        return {}
+    out = {}
+    for entry in data if isinstance(data, list) else []:
+        try:
+            name = entry["config"]["c_info"]["name"]
+            domid = int(entry["domid"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if domid != 0:
+            out[name] = domid
+    return out
+
+
+_STATE_RE = re.compile(r"^(\S+)\s+(\d+)\s+\d+\s+\d+\s+([-rbpscd]{6})\s")
+
+
+def parse_list_states(text: str) -> dict[str, tuple[int, str]]:
+    """Plain `xl list` -> {name: (domid, state flags like "-b----")}."""
+    out = {}
+    for line in text.splitlines():
+        match = _STATE_RE.match(line)
+        if match:
+            out[match[1]] = (int(match[2]), match[3])
+    return out
+
+
+class Xl:
+    def __init__(self, host: Host, timeout: float) -> None:
+        self.host = host
+        self.timeout = timeout
+
+    def _fail(self, exc: CommandFailed, what: str) -> OrchestratorError:
+        hint = explain_failure(exc.stderr) or exc.hint
+        return OrchestratorError(f"{what}: {exc.message}", hint=hint)
+
+    def info(self) -> dict[str, str] | None:
+        result = self.host.query(["xl", "info"], timeout=self.timeout)
+        return parse_xl_info(result.stdout) if result.ok else None
+
+    def domid(self, name: str) -> int | None:
+        result = self.host.query(["xl", "domid", name], timeout=self.timeout)
+        return parse_domid(result.stdout) if result.ok else None
+
+    def states(self) -> dict[str, tuple[int, str]]:
+        result = self.host.query(["xl", "list"], timeout=self.timeout)
+        return parse_list_states(result.stdout) if result.ok else {}
+
+    def create_paused(self, name: str, cfg_path: str, timeout: float) -> Domid:
+        """`xl create -p`: built, devices set up, not yet running; returns the domid."""
+        try:
+            self.host.run(["xl", "create", "-p", str(self.host.path(cfg_path))],
+                          timeout=timeout)
+        except CommandFailed as exc:
+            raise self._fail(exc, f"creating {name} failed") from None
+
+        def read() -> Domid:
+            domid = self.domid(name)
+            if domid is None:
+                raise OrchestratorError(f"`xl create` of {name} returned but `xl domid {name}` "
+                                        "finds no such domain")
+            return domid
+
+        fallback: Domid = placeholder_domid(name)
+        return self.host.outcome(read, fallback)
+
+    def unpause(self, name: str, domid: Domid) -> None:
+        try:
+            self.host.run(["xl", "unpause", str(domid)], timeout=self.timeout)
+        except CommandFailed as exc:
+            raise self._fail(exc, f"unpausing {name} failed") from None
+
+    def destroy(self, name: str, domid: Domid) -> None:
+        self.host.run(["xl", "destroy", str(domid)], timeout=self.timeout, check=False)
