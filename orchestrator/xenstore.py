@@ -94,8 +94,8 @@ class RecordingXenstore:
         what: str,
         tick: float = 2.0,
     ) -> str:
-        self.log.info("action", text=f"wait up to {timeout:g} s for {what} (watch "
-                      f"{', '.join(watch)})", dry_run=True)
+        self.log.info("action", text=f"wait up to {timeout:g} s for {what}", watch=watch,
+                      dry_run=True)
         return "dry run"
 
     def close(self) -> None:

@@ -7,6 +7,8 @@ is needed here and what the unit says is exactly what xl reads.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orchestrator.units import DomainUnit, Vif
 
 
@@ -30,7 +32,7 @@ def vif_spec(vif: Vif) -> str:
 
 def render_xl_config(domain: DomainUnit, kernel_path: str, ramdisk_path: str | None) -> str:
     lines = [
-        f"# {domain.name}: rendered by orchestrate from {domain.source}",
+        f"# {domain.name}: rendered by orchestrate from {Path(domain.source).name}",
         f"name = {_q(domain.name)}",
         f"type = {_q(domain.type)}",
         f"kernel = {_q(kernel_path)}",

@@ -84,8 +84,9 @@ def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str)
     from orchestrator.download import FetchError
 
     cfg = ctx.config.host
-    ctx.log.info("fetch", url=image.url, path=dest, dry_run=ctx.host.dry_run)
-    ctx.log.info("fetch expect", sha256=image.sha256, size=image.size)
+    ctx.log.info("fetch", url=image.url, dry_run=ctx.host.dry_run)
+    ctx.log.info("fetch expect", path=dest, size=image.size)
+    ctx.log.info("fetch sha256", sha256=image.sha256)
     budget = ctx.remaining(max(0.001, cfg.fetch_deadline - (time.monotonic() - started)))
     attempt_no = 0
 

@@ -81,7 +81,7 @@ def preflight(ctx: Context) -> None:
     if hyp is not None and tools is not None:
         version, lib = tools
         text = f"hypervisor {hyp[0]}.{hyp[1]}{hyp[2]}, toolstack {version[0]}.{version[1]} " \
-               f"({lib})"
+               f"({lib.rsplit('/', 1)[-1]})"
         if (hyp[0], hyp[1]) != version:
             host.refuse(OrchestratorError(
                 f"version mismatch: Xen hypervisor {hyp[0]}.{hyp[1]}{hyp[2]} but toolstack "

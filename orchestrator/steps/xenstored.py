@@ -107,7 +107,7 @@ def check_platform(ctx: Context) -> None:
     info = Xl(host, ctx.remaining(ctx.config.host.command_timeout)).info()
     if info is None:
         host.refuse(OrchestratorError(
-            "`xl info` failed: cannot read the platform's capabilities",
+            "`xl info` failed: the platform's capabilities are unknown",
             hint="see the xenstored and xen-init-dom0 lines above",
         ))
         return

@@ -1,0 +1,77 @@
+"""The dependency graph and its waves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.topology import build_topology, find_cycle
+from orchestrator.units import Config, DomainUnit, Image, Readiness, Vif, load_units
+from tests.conftest import EXAMPLE_UNITS
+
+
+def dom(name: str, after: tuple[str, ...] = (), backend: str | None = None,
+        serve: tuple[str, ...] = (), connect: tuple[str, ...] = ()) -> DomainUnit:
+    return DomainUnit(
+        name=name, source=f"{name}.toml", type="pv", memory=128, vcpus=1,
+        kernel=Image("http://h/k", "a" * 64, 1, f"{name}.kernel"), ramdisk=None, extra="",
+        pci=(), vifs=(Vif(backend=backend),) if backend else (), after=after,
+        readiness=Readiness("running", None, 10), serve=serve, connect=connect,
+        on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
+    )
+
+
+def topo(*domains: DomainUnit):  # type: ignore[no-untyped-def]
+    host = load_units(EXAMPLE_UNITS).host
+    return build_topology(Config(units_dir="u", host=host, domains=domains))
+
+
+def test_example_starts_net_vm_and_sa_vm_together_then_workload_vm() -> None:
+    topology = build_topology(load_units(EXAMPLE_UNITS))
+    assert topology.waves == (("net-vm", "sa-vm"), ("workload-vm",))
+    reasons = {(e.before, e.after): e.reason for e in topology.edges}
+    assert reasons == {
+        ("net-vm", "workload-vm"): "vif backend=",
+        ("sa-vm", "workload-vm"): "ipc serve, ipc connect",
+    }
+    assert topology.ipc_pairs == (("sa-vm", "workload-vm"),)
+
+
+def test_independent_domains_share_the_first_wave() -> None:
+    assert topo(dom("a"), dom("b"), dom("c")).waves == (("a", "b", "c"),)
+
+
+def test_a_domain_waits_for_its_longest_chain() -> None:
+    # c needs a directly and b (which needs a): c must be in the third wave
+    t = topo(dom("a"), dom("b", after=("a",)), dom("c", after=("a", "b")))
+    assert t.waves == (("a",), ("b",), ("c",))
+    assert t.needs("c") == ("a", "b")
+    assert t.dependents("a") == ("b", "c")
+
+
+def test_ipc_declared_on_one_side_only_still_orders_client_after_server() -> None:
+    t = topo(dom("client", connect=("server",)), dom("server"))
+    assert t.waves == (("server",), ("client",))
+    assert t.ipc_pairs == (("server", "client"),)
+    assert t.peers("server") == ("client",)
+
+
+def test_cycles_are_found_with_their_path() -> None:
+    assert find_cycle([dom("a", after=("b",)), dom("b", after=("a",))]) == ["a", "b", "a"]
+    # b -> a (vif backend), a -> c (ipc serve), c -> b (after)
+    assert find_cycle([dom("a", backend="b", serve=("c",)), dom("b", after=("c",)), dom("c")]) \
+        == ["a", "c", "b", "a"]
+    assert find_cycle([dom("a"), dom("b", after=("a",))]) is None
+
+
+def test_plan_prints_waves_and_the_edges_behind_them(tmp_path: Path) -> None:
+    from tests.conftest import run_orchestrate
+
+    result = run_orchestrate("plan", "--units", str(EXAMPLE_UNITS))
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[:5] == [
+        "wave 1: net-vm, sa-vm",
+        "wave 2: workload-vm",
+        "  net-vm -> workload-vm  (vif backend=)",
+        "  sa-vm -> workload-vm  (ipc serve, ipc connect)",
+        "passthrough: 0000:00:03.0 -> net-vm (after fetch-images)",
+    ]
