@@ -27,7 +27,7 @@ test-sandbox: venv
 
 ## ruff and mypy (strict) over the package
 check: venv
-	$(VENV)/bin/ruff check orchestrator tests
+	$(VENV)/bin/ruff check orchestrator tests tools
 	$(VENV)/bin/mypy
 
 ## what a boot would do with the shipped example, on this machine

@@ -92,17 +92,3 @@ def _fetch_to(url: str, tmp: Path, sha256: str, size: int, timeout: float,
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def file_matches(path: Path, sha256: str, size: int) -> bool:
-    """True if path holds exactly the pinned bytes (so it is not fetched again)."""
-    try:
-        if path.stat().st_size != size:
-            return False
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(CHUNK), b""):
-                digest.update(chunk)
-        return digest.hexdigest() == sha256
-    except OSError:
-        return False

@@ -112,9 +112,20 @@ class Host:
         return st.f_bavail * st.f_frsize
 
     def file_matches(self, p: str, sha256: str, size: int) -> bool:
-        from orchestrator.download import file_matches
+        """True if p holds exactly the pinned bytes (so it is not fetched again)."""
+        import hashlib
 
-        return file_matches(self.path(p), sha256, size)
+        try:
+            path = self.path(p)
+            if path.stat().st_size != size:
+                return False
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 18), b""):
+                    digest.update(chunk)
+            return digest.hexdigest() == sha256
+        except OSError:
+            return False
 
     def which(self, program: str) -> str | None:
         return shutil.which(program, path=self.search_path)
