@@ -1,27 +1,26 @@
 """A fake /proc and /sys under a sandbox root whose PCI files act like the kernel's.
 
-``FakeKernel(root, devices).build()`` lays out proc/{misc,modules,mounts,filesystems,uptime,
-cmdline}, sys/hypervisor, sys/devices/pci<dom>:<bus>/<bdf> (with sys/bus/pci/devices/<bdf>
-symlinks into it, as the real kernel does), sys/bus/pci/drivers/<name>, sys/class/net and the
-shared state in run/fake-kernel/ (net.json for the ``ip`` stand-in, kernel.json with the module
-catalog for ``modprobe``, calls.jsonl where the stand-ins in ``bin/`` log their argv).
-``start()`` services the write-only sysfs files (drivers/*/{bind,unbind}, pciback's
-{new_slot,remove_slot}, drivers_probe) which are FIFOs held open O_RDWR by one thread.
+``build()`` lays out proc/{misc,modules,mounts,filesystems,uptime,cmdline}, sys/hypervisor,
+sys/devices/pci<dom>:<bus>/<bdf> (sys/bus/pci/devices/<bdf> are symlinks into it, as in the
+real kernel), sys/bus/pci/drivers/<name>, sys/class/net and run/fake-kernel/ (net.json for
+``ip``, kernel.json with the module catalog for ``modprobe``, calls.jsonl of the stand-ins'
+argv). ``start()`` services the write-only sysfs files (drivers/*/{bind,unbind}, pciback's
+{new_slot,remove_slot}, drivers_probe): FIFOs one thread holds open O_RDWR.
 
-Decisions (the reason in brackets):
+Decisions [and why]:
 - /proc/misc lists the newest device first and hands out dynamic minors downward from 127
-  [Linux 6.1 drivers/char/misc.c: ``list_add`` to the front, ``minor = DYNAMIC_MINORS - i - 1``
-  with DYNAMIC_MINORS 128]. xen/xenbus and xen/xenbus_backend are present from boot on a Xen
-  box [drivers/xen/xenbus/Makefile builds both in; the backend registers only in dom0]; with
-  the default boot set the lab's load order gives evtchn 122, gntdev 121, gntalloc 120,
-  privcmd 119 and hypercall 118 [privcmd-buf.c is part of xen-privcmd; a 6.8 dom0 seen in the
-  wild had /dev/xen/privcmd at 10,119]. Always read /proc/misc: minors depend on load order.
-- A FIFO write returns before it is read, so a refusal the kernel would return to the writer
-  (-ENODEV, -EBUSY) is dropped and logged in ``dmesg``; check the ``driver`` link, as on real
+  [Linux 6.1 drivers/char/misc.c: ``list_add`` to the front, ``minor = DYNAMIC_MINORS - i -
+  1``, DYNAMIC_MINORS 128]. xen/xenbus and xen/xenbus_backend are there from boot on Xen
+  [drivers/xen/xenbus/Makefile builds both in; the backend registers in dom0 only]. With the
+  default boot set the lab's load order gives evtchn 122, gntdev 121, gntalloc 120, privcmd
+  119, hypercall 118 [privcmd-buf.c is part of xen-privcmd; a 6.8 dom0 in the wild had
+  /dev/xen/privcmd at 10,119]. Minors depend on load order: always read /proc/misc.
+- A FIFO write returns before it is read, so what the kernel would refuse to the writer
+  (-ENODEV, -EBUSY) is dropped and logged in ``dmesg``: check the ``driver`` link, as on real
   hardware. Writes to several FIFOs seen in one wake-up are applied in the order a correct
   caller issues them (unbind, remove_slot, new_slot, bind, drivers_probe).
-- driver_override is a regular file; its first line counts, "(null)" or "" means unset, so
-  writes without O_TRUNC behave as long as they end in a newline (``echo`` does).
+- driver_override is a regular file: its first line counts ("" or "(null)": unset), so
+  writes without O_TRUNC work when they end in a newline, as ``echo``'s do.
 """
 
 from __future__ import annotations
@@ -40,8 +39,9 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any
 
 FAKE_BIN = Path(__file__).resolve().parent / "bin"
@@ -51,17 +51,15 @@ _BDF = re.compile(r"\(?\s*((?:[0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,
 _HIDE = re.compile(r"(?:xen-pciback\.)?hide=((?:\([^)]*\))+)")
 _ORDER = {"control": 0, "unbind": 1, "remove_slot": 2, "new_slot": 3, "bind": 4, "probe": 5}
 DRIVER_FIFOS = ("bind", "unbind")
-PCIBACK_FIFOS = ("new_slot", "remove_slot")  # xen-pciback registers as "pciback"
+PCIBACK_FIFOS = ("new_slot", "remove_slot")  # xen-pciback registers its driver as "pciback"
 DEFAULT_CMDLINE = "console=hvc0 earlyprintk=xen panic=-1 rootfstype=ramfs"
 NetIf = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class PciDevice:
-    """A PCI function; ``driver`` is its native driver and the one bound at boot."""
-
     bdf: str
-    driver: str | None
+    driver: str | None  # its native driver, bound at boot
     vendor: str
     device: str
     net_if: str | None = None
@@ -74,9 +72,9 @@ class ModuleSpec:
     deps: tuple[str, ...] = ()
     misc: tuple[str, ...] = ()  # dynamic misc devices, in registration order
     filesystem: str | None = None
-    proc_dir: str | None = None  # e.g. xenfs creates the /proc/xen mount point
+    proc_dir: str | None = None  # xenfs creates the /proc/xen mount point
     pci_driver: str | None = None
-    xen_only: bool = False  # init returns -ENODEV outside a Xen domain
+    xen_only: bool = False  # its init returns -ENODEV outside a Xen domain
 
 
 MODULES: dict[str, ModuleSpec] = {
@@ -93,25 +91,22 @@ MODULES: dict[str, ModuleSpec] = {
     "stp": ModuleSpec(16384, ("llc",)),
     "llc": ModuleSpec(16384),
     "e1000": ModuleSpec(163840, pci_driver="e1000"),
-    "e1000e": ModuleSpec(319488, pci_driver="e1000e"),
-    "igb": ModuleSpec(282624, pci_driver="igb"),
     "ixgbe": ModuleSpec(389120, pci_driver="ixgbe"),
     "xhci_pci": ModuleSpec(24576, ("xhci_hcd",), pci_driver="xhci_hcd"),
     "xhci_hcd": ModuleSpec(335872, ("usbcore",)),
     "usbcore": ModuleSpec(348160, ("usb_common",)),
     "usb_common": ModuleSpec(16384),
 }
-# Boot-time misc devices, oldest first; None = dynamic minor. "xenbus" marks the Xen-only two.
+# Built-in misc devices in registration order; None: a dynamic minor.
 _BOOT_MISC: tuple[tuple[int | None, str], ...] = (
     (None, "vga_arbiter"), (1, "psaux"), (231, "snapshot"), (227, "mcelog"),
     (None, "xen/xenbus"), (None, "xen/xenbus_backend"), (None, "udmabuf"),
     (None, "cpu_dma_latency"), (183, "hw_random"))
-_MOUNTS = ("rootfs / rootfs rw 0 0", "proc /proc proc rw,relatime 0 0",
-           "sysfs /sys sysfs rw,relatime 0 0", "tmpfs /dev tmpfs rw,relatime,mode=755 0 0",
-           "devpts /dev/pts devpts rw,relatime,gid=5,mode=620,ptmxmode=666 0 0",
-           "tmpfs /run tmpfs rw,relatime 0 0", "tmpfs /tmp tmpfs rw,relatime 0 0")
-_FILESYSTEMS = ("nodev\tsysfs", "nodev\ttmpfs", "nodev\tbdev", "nodev\tproc", "nodev\tdevtmpfs",
-                "nodev\tdevpts", "nodev\tramfs", "nodev\tpipefs", "nodev\tsockfs")
+_MOUNTS = ("rootfs / rootfs rw", "proc /proc proc rw,relatime", "sysfs /sys sysfs rw,relatime",
+           "tmpfs /dev tmpfs rw,relatime,mode=755",
+           "devpts /dev/pts devpts rw,relatime,gid=5,mode=620,ptmxmode=666",
+           "tmpfs /run tmpfs rw,relatime", "tmpfs /tmp tmpfs rw,relatime")
+_FILESYSTEMS = ("sysfs", "tmpfs", "bdev", "proc", "devtmpfs", "devpts", "ramfs", "pipefs")
 
 
 def normalize_bdf(text: str) -> str | None:
@@ -120,24 +115,9 @@ def normalize_bdf(text: str) -> str | None:
     if m is None:
         return None
     parts = m.group(1).lower().split(":")
-    domain = parts[0] if len(parts) == 3 else "0"
     slot, func = parts[-1].split(".")
-    return f"{int(domain, 16):04x}:{int(parts[-2], 16):02x}:{int(slot, 16):02x}.{func}"
-
-
-def alloc_minor(used: set[int]) -> int:
-    return next(m for m in range(127, -1, -1) if m not in used)
-
-
-def format_modules(loaded: list[str], catalog: Mapping[str, Mapping[str, Any]]) -> str:
-    """proc/modules, newest first: name size refcount users-or-dash state address."""
-    lines = []
-    for name in loaded:
-        users = [u for u in loaded if name in catalog.get(u, {}).get("deps", ())]
-        used_by = "".join(f"{u}," for u in users) or "-"
-        size = catalog.get(name, {}).get("size", 16384)
-        lines.append(f"{name} {size} {len(users)} {used_by} Live 0x0000000000000000\n")
-    return "".join(lines)
+    domain = int(parts[0], 16) if len(parts) == 3 else 0
+    return f"{domain:04x}:{int(parts[-2], 16):02x}:{int(slot, 16):02x}.{func}"
 
 
 @contextlib.contextmanager
@@ -149,7 +129,15 @@ def locked_json(path: Path) -> Iterator[dict[str, Any]]:
         yield data
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # so readers need no lock
+
+
+def _modprobe() -> ModuleType:
+    """The modprobe stand-in's code: boot-time modules load exactly as later ones do."""
+    loader = SourceFileLoader("fake_modprobe", str(FAKE_BIN / "modprobe"))
+    module = ModuleType(loader.name)
+    loader.exec_module(module)
+    return module
 
 
 @dataclass(frozen=True)
@@ -173,70 +161,70 @@ class FakeKernel:
         self.xen_version, self.xenbus_builtin = xen_version, xenbus_builtin
         self.loaded_modules = [m.replace("-", "_") for m in loaded_modules]
         self.builtin_modules = [m.replace("-", "_") for m in builtin_modules]
+        if unknown := set(self.loaded_modules) - set(MODULES):
+            raise ValueError(f"not in the fake module catalog: {sorted(unknown)}")
         self.release, self.cmdline, self.uptime = release, cmdline, uptime
         self.initial_net = dict(net or {})
         self.refuse_bind: set[tuple[str, str]] = set(refuse_bind)  # (driver, bdf): probe fails
         self.hang_unbind: set[str] = set(hang_unbind)  # BDFs whose unbind never completes
         self.events: list[tuple[str, str]] = []  # (file relative to root, value written)
         self.dmesg: list[str] = []
-        self.errors: list[str] = []  # tracebacks from the service thread (should stay empty)
+        self.errors: list[str] = []  # tracebacks from the service thread: should stay empty
         self._bound: dict[str, str | None] = {b: d.driver for b, d in self.devices.items()}
         self._slots: list[str] = []
         self._ifindex = 1
         self._fifos: dict[int, _Fifo] = {}
         self._cond = threading.Condition()
-        self._busy = False
+        self._busy = self._built = False
         self._thread: threading.Thread | None = None
         self._sel: selectors.BaseSelector | None = None
         self._wake = (-1, -1)
-        self._built = False
 
-    # ----- layout -------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
         return self.root / rel
 
     def _write(self, rel: str, text: str) -> None:
-        p = self.path(rel)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        self.path(rel).parent.mkdir(parents=True, exist_ok=True)
+        self.path(rel).write_text(text)
 
     def _dev_dir(self, bdf: str) -> Path:
         return self.path(f"sys/devices/pci{bdf[:7]}/{bdf}")
 
+    # ----- layout -------------------------------------------------------------------------
     def build(self) -> FakeKernel:
-        state = self.path(STATE_DIR)
+        state, xen = self.path(STATE_DIR), self.xen_version is not None
         (state / "acks").mkdir(parents=True, exist_ok=True)
         (state / "calls.jsonl").touch()
-        for sub in ("proc", f"{PCI}/devices", f"{PCI}/drivers", "sys/class/net"):
+        for sub in (f"{PCI}/devices", f"{PCI}/drivers", "sys/class/net"):
             self.path(sub).mkdir(parents=True, exist_ok=True)
-        xen = self.xen_version is not None
         self._write("proc/uptime", f"{self.uptime:.2f} {self.uptime * 1.6:.2f}\n")
         self._write("proc/cmdline", self.cmdline + "\n")
-        self._write("proc/mounts", "".join(f"{line}\n" for line in _MOUNTS))
-        self._write("proc/filesystems", "".join(f"{line}\n" for line in _FILESYSTEMS))
+        self._write("proc/mounts", "".join(f"{m} 0 0\n" for m in _MOUNTS))
+        self._write("proc/filesystems", "".join(f"nodev\t{f}\n" for f in _FILESYSTEMS))
         misc: list[tuple[int, str]] = []
         for minor, name in _BOOT_MISC:
-            if name.startswith("xen/") and not (xen and self.xenbus_builtin):
-                continue
-            misc.insert(0, (alloc_minor({m for m, _ in misc}) if minor is None else minor, name))
+            if (xen and self.xenbus_builtin) or not name.startswith("xen/"):
+                used = {m for m, _ in misc}
+                dynamic = next(m for m in range(127, -1, -1) if m not in used)
+                misc.insert(0, (dynamic if minor is None else minor, name))
         self._write("proc/misc", "".join(f"{m:3d} {n}\n" for m, n in misc))
         if self.xen_version is not None:
-            major, minor, extra = self.xen_version
-            for key, value in (("major", major), ("minor", minor), ("extra", extra)):
+            for key, value in zip(("major", "minor", "extra"), self.xen_version, strict=True):
                 self._write(f"sys/hypervisor/version/{key}", f"{value}\n")
             self._write("sys/hypervisor/type", "xen\n")
-            self._write("sys/hypervisor/uuid", "00000000-0000-0000-0000-000000000000\n")
         os.mkfifo(self.path(f"{PCI}/drivers_probe"))
-        self._write(f"{PCI}/drivers_autoprobe", "1\n")
         os.mkfifo(state / "control")
-        catalog = {n: asdict(s) for n, s in MODULES.items()}
-        self._write(f"{STATE_DIR}/kernel.json", json.dumps(
-            {"release": self.release, "xen": xen, "builtin": self.builtin_modules,
-             "modules": catalog}, indent=1))
-        modules = self._boot_modules()
-        self._write("proc/modules", format_modules(modules, catalog))
-        for name in self.builtin_modules + modules[::-1]:  # boot-time side effects, in order
-            self._module_effects(name)
+        kernel: dict[str, Any] = {"release": self.release, "xen": xen,
+                                  "builtin": self.builtin_modules,
+                                  "modules": {n: asdict(s) for n, s in MODULES.items()}}
+        self._write(f"{STATE_DIR}/kernel.json", json.dumps(kernel, indent=1))
+        self._write("proc/modules", "")
+        modprobe, drivers = _modprobe(), {d.driver for d in self.devices.values()}
+        for name in self.builtin_modules:  # their devices and filesystems, not their lines
+            modprobe.insert(self.root, name, kernel["modules"].get(name, {}), [])
+        native = [m for m, spec in MODULES.items() if spec.pci_driver in drivers]
+        for name in native + self.loaded_modules:  # no thread yet: modprobe makes the FIFOs
+            modprobe.load(self.root, kernel, name, [], False)
         if self.path(f"{PCI}/drivers/pciback").exists():  # loaded before the NIC drivers
             self._hide(self.cmdline)
         with locked_json(state / "net.json") as net:
@@ -247,55 +235,20 @@ class FakeKernel:
         self._built = True
         return self
 
-    def _boot_modules(self) -> list[str]:
-        """Modules of the bound devices' drivers plus ``loaded_modules``, deps first."""
-        wanted = [m for m, s in MODULES.items()
-                  if s.pci_driver in {d.driver for d in self.devices.values()}]
-        order: list[str] = []
-
-        def visit(name: str) -> None:
-            for dep in MODULES[name].deps if name in MODULES else ():
-                visit(dep)
-            if name not in order and name not in self.builtin_modules:
-                order.append(name)
-        for name in wanted + self.loaded_modules:
-            visit(name)
-        return order[::-1]
-
-    def _module_effects(self, name: str) -> None:
-        spec = MODULES.get(name)
-        if spec is None:
-            return
-        misc = self.path("proc/misc")
-        lines = misc.read_text().splitlines(keepends=True)
-        for dev in spec.misc:
-            lines.insert(0, f"{alloc_minor({int(x.split()[0]) for x in lines}):3d} {dev}\n")
-        misc.write_text("".join(lines))
-        if spec.filesystem:
-            with open(self.path("proc/filesystems"), "a") as f:
-                f.write(f"nodev\t{spec.filesystem}\n")
-        if spec.proc_dir:
-            self.path(f"proc/{spec.proc_dir}").mkdir(exist_ok=True)
-        if spec.pci_driver:
-            self._make_driver_dir(spec.pci_driver)
-
-    def _make_driver_dir(self, name: str) -> Path:
+    def _make_driver_dir(self, name: str) -> None:
         d = self.path(f"{PCI}/drivers/{name}")
         d.mkdir(parents=True, exist_ok=True)
         for fifo in DRIVER_FIFOS + (PCIBACK_FIFOS if name == "pciback" else ()):
             if not (d / fifo).exists():
                 os.mkfifo(d / fifo)
         if name == "pciback":
-            for regular in ("slots", "quirks", "permissive", "irq_handlers"):
-                (d / regular).touch()
-        return d
+            (d / "slots").touch()
 
     def _make_device(self, dev: PciDevice) -> None:
         ddir = self._dev_dir(dev.bdf)
         ddir.mkdir(parents=True, exist_ok=True)
-        klass = dev.pci_class or ("0x020000" if dev.net_if else
-                                  "0x0c0330" if (dev.driver or "").startswith("xhci") else
-                                  "0xff0000")
+        xhci = (dev.driver or "").startswith("xhci")
+        klass = dev.pci_class or ("0x020000" if dev.net_if else "0x0c0330" if xhci else "0xff0000")
         for key, value in (("vendor", dev.vendor), ("device", dev.device), ("class", klass),
                            ("driver_override", "(null)"), ("enable", "1")):
             (ddir / key).write_text(value + "\n")
@@ -313,16 +266,14 @@ class FakeKernel:
         (ddir / "driver").symlink_to(os.path.relpath(drv, ddir))
         (drv / bdf).symlink_to(os.path.relpath(ddir, drv))
         self._bound[bdf] = driver
-        dev = self.devices[bdf]
-        if dev.net_if and driver == dev.driver:
-            self._add_netdev(dev)
+        if self.devices[bdf].net_if and driver == self.devices[bdf].driver:
+            self._add_netdev(self.devices[bdf])
 
     def _detach(self, bdf: str) -> None:
-        driver, ddir = self._bound[bdf], self._dev_dir(bdf)
+        ddir, ifname = self._dev_dir(bdf), self.devices[bdf].net_if
         (ddir / "driver").unlink()
-        self.path(f"{PCI}/drivers/{driver}/{bdf}").unlink(missing_ok=True)
+        self.path(f"{PCI}/drivers/{self._bound[bdf]}/{bdf}").unlink(missing_ok=True)
         self._bound[bdf] = None
-        ifname = self.devices[bdf].net_if
         if ifname and (ddir / "net" / ifname).exists():
             self.path(f"sys/class/net/{ifname}").unlink(missing_ok=True)
             for f in (ddir / "net" / ifname).iterdir():
@@ -333,14 +284,13 @@ class FakeKernel:
 
     def _add_netdev(self, dev: PciDevice) -> None:
         assert dev.net_if is not None
-        self._ifindex += 1
+        self._ifindex += 1  # a re-registered netdev gets a new ifindex
         nics = sorted(b for b, d in self.devices.items() if d.net_if)
         mac = f"52:54:00:12:34:{0x56 + nics.index(dev.bdf):02x}"  # QEMU's default first MAC
         ndir = self._dev_dir(dev.bdf) / "net" / dev.net_if
         ndir.mkdir(parents=True, exist_ok=True)
-        for key, value in (("address", mac), ("operstate", "down"),
-                           ("ifindex", str(self._ifindex))):
-            (ndir / key).write_text(value + "\n")
+        for key, value in (("address", mac), ("operstate", "down"), ("ifindex", self._ifindex)):
+            (ndir / key).write_text(f"{value}\n")
         link = self.path(f"sys/class/net/{dev.net_if}")
         link.symlink_to(os.path.relpath(ndir, link.parent))
         entry: NetIf = {"up": False, "addrs": [], "routes": [], "mac": mac,
@@ -354,18 +304,16 @@ class FakeKernel:
         f = self._dev_dir(bdf) / "driver_override"
         raw = f.read_text()
         value = raw.split("\n", 1)[0].strip()
-        shown = f"{value}\n" if value not in ("", "(null)") else "(null)\n"
+        shown = "(null)\n" if value in ("", "(null)") else f"{value}\n"
         if raw != shown:
             f.write_text(shown)  # read back as the kernel shows it
         return None if shown == "(null)\n" else value
 
     def _matches(self, driver: str, bdf: str) -> bool:
-        override = self._override(bdf)  # pci_match_device: an override excludes all others
+        override = self._override(bdf)  # pci_match_device: an override excludes the others
         if override is not None:
             return override == driver
-        if driver == "pciback":
-            return bdf in self._slots
-        return self.devices[bdf].driver == driver
+        return bdf in self._slots if driver == "pciback" else self.devices[bdf].driver == driver
 
     def _bind(self, driver: str, bdf: str) -> None:
         if self._bound[bdf] is not None:
@@ -394,7 +342,7 @@ class FakeKernel:
         else:
             self._bind(driver, bdf)
 
-    def _set_slots(self, bdf: str, add: bool) -> None:
+    def _set_slot(self, bdf: str, add: bool) -> None:
         if add and bdf not in self._slots:
             self._slots.append(bdf)
         elif not add and bdf in self._slots:
@@ -405,38 +353,39 @@ class FakeKernel:
         for hide in _HIDE.finditer(text):
             for slot in re.findall(r"\(([^)]*)\)", hide.group(1)):
                 if bdf := normalize_bdf(slot):
-                    self._set_slots(bdf, add=True)
+                    self._set_slot(bdf, add=True)
 
     def _log(self, line: str) -> None:
         self.dmesg.append(line)
 
     # ----- the service thread -------------------------------------------------------------
     def start(self) -> FakeKernel:
-        if self._thread is not None:
-            return self
-        if not self._built:
-            self.build()
-        self._sel = selectors.DefaultSelector()
-        self._wake = os.pipe()
-        self._sel.register(self._wake[0], selectors.EVENT_READ, None)
-        self._open(_Fifo(f"{STATE_DIR}/control", "control"))
-        self._open(_Fifo(f"{PCI}/drivers_probe", "probe"))
-        self._scan_drivers()
-        self._thread = threading.Thread(target=self._run, name="fake-kernel", daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            if not self._built:
+                self.build()
+            self._sel, self._wake = selectors.DefaultSelector(), os.pipe()
+            self._sel.register(self._wake[0], selectors.EVENT_READ, None)
+            self._open(_Fifo(f"{STATE_DIR}/control", "control"))
+            self._open(_Fifo(f"{PCI}/drivers_probe", "probe"))
+            self._scan_drivers()
+            self._thread = threading.Thread(target=self._run, name="fake-kernel", daemon=True)
+            self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Writers get ENXIO from now on: no FIFO has a reader."""
         if self._thread is None or self._sel is None:
             return
         os.write(self._wake[1], b"x")
         self._thread.join(5)
-        for fd in list(self._fifos):
-            self._close(fd)
+        with self._cond:
+            for fd in self._fifos:
+                os.close(fd)
+            self._fifos.clear()
         self._sel.close()
         os.close(self._wake[0])
         os.close(self._wake[1])
-        self._thread, self._sel = None, None
+        self._thread = self._sel = None
 
     def __enter__(self) -> FakeKernel:
         return self.start()
@@ -447,19 +396,11 @@ class FakeKernel:
 
     def _open(self, fifo: _Fifo) -> None:
         assert self._sel is not None
-        if any(f.rel == fifo.rel for f in self._fifos.values()):
-            return
-        fd = os.open(self.path(fifo.rel), os.O_RDWR | os.O_NONBLOCK)  # never sees EOF
-        with self._cond:
-            self._fifos[fd] = fifo
-        self._sel.register(fd, selectors.EVENT_READ, fifo)
-
-    def _close(self, fd: int) -> None:
-        assert self._sel is not None
-        self._sel.unregister(fd)
-        with self._cond:
-            del self._fifos[fd]
-        os.close(fd)
+        if all(f.rel != fifo.rel for f in self._fifos.values()):
+            fd = os.open(self.path(fifo.rel), os.O_RDWR | os.O_NONBLOCK)  # never sees EOF
+            with self._cond:
+                self._fifos[fd] = fifo
+            self._sel.register(fd, selectors.EVENT_READ, fifo)
 
     def _scan_drivers(self) -> None:
         for d in sorted(self.path(f"{PCI}/drivers").iterdir()):
@@ -469,14 +410,14 @@ class FakeKernel:
 
     def _run(self) -> None:
         assert self._sel is not None
-        while True:
+        stopping = False
+        while not stopping:
             ready = self._sel.select()
             with self._cond:
                 self._busy = True
             batch: list[tuple[_Fifo, bytes]] = []
-            stopping = False
             for key, _ in ready:
-                if key.data is None:
+                if key.data is None:  # the wake-up pipe: stop() was called
                     stopping = True
                     continue
                 chunks = []
@@ -492,22 +433,19 @@ class FakeKernel:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
-            if stopping:
-                return
 
     def _dispatch(self, fifo: _Fifo, text: str) -> None:
         if fifo.kind == "control":
             for line in text.splitlines():
                 self._control(line.split())
             return
-        values = [m.group(0).strip() for m in _BDF.finditer(text)] or [text.strip()]
-        for value in values:
+        for value in [m.group(0).strip() for m in _BDF.finditer(text)] or [text.strip()]:
             self.events.append((fifo.rel, value))
             bdf = normalize_bdf(value)
             if bdf is None or (bdf not in self.devices and fifo.kind not in PCIBACK_FIFOS):
                 self._log(f"fake-kernel: {fifo.rel}: no such device {value!r} (-ENODEV)")
             elif fifo.kind in PCIBACK_FIFOS:
-                self._set_slots(bdf, add=fifo.kind == "new_slot")
+                self._set_slot(bdf, add=fifo.kind == "new_slot")  # any BDF, as pcistub does
             elif fifo.kind == "probe":
                 self._probe(bdf)
             elif fifo.kind == "bind" and fifo.driver:
@@ -516,30 +454,18 @@ class FakeKernel:
                 self._unbind(fifo.driver, bdf)
 
     def _control(self, args: list[str]) -> None:
-        """``register-driver NAME TOKEN [params]``, ``unregister-driver NAME TOKEN``."""
-        if len(args) < 3:
+        """``register-driver NAME TOKEN [module params]`` from modprobe; acked when done."""
+        if len(args) < 3 or args[0] != "register-driver":
             self._log(f"fake-kernel: bad control message {args!r}")
             return
-        verb, name, token, params = args[0], args[1], args[2], " ".join(args[3:])
-        drv = f"{PCI}/drivers/{name}"
-        if verb == "register-driver":
-            self._make_driver_dir(name)
-            self._scan_drivers()
-            if name == "pciback":  # pcistub_init reads hide= before it registers
-                self._hide(f"{self.cmdline} {params}")
-            for bdf, bound in self._bound.items():  # driver_register probes unbound devices
-                if bound is None and self._matches(name, bdf):
-                    self._bind(name, bdf)
-        elif verb == "unregister-driver":
-            for bdf, bound in list(self._bound.items()):
-                if bound == name:
-                    self._detach(bdf)
-            for fd, fifo in list(self._fifos.items()):
-                if fifo.driver == name:
-                    self._close(fd)
-            for f in self.path(drv).iterdir():
-                f.unlink()
-            self.path(drv).rmdir()
+        name, token = args[1], args[2]
+        self._make_driver_dir(name)
+        self._scan_drivers()
+        if name == "pciback":  # pcistub_init reads hide= before it registers
+            self._hide(" ".join([self.cmdline, *args[3:]]))
+        for bdf, bound in self._bound.items():  # driver_register probes unbound devices
+            if bound is None and self._matches(name, bdf):
+                self._bind(name, bdf)
         ack = self.path(f"{STATE_DIR}/acks/{token}")
         ack.with_suffix(".tmp").write_text("ok\n")
         os.replace(ack.with_suffix(".tmp"), ack)
@@ -548,8 +474,12 @@ class FakeKernel:
     def settle(self, timeout: float = 2.0) -> None:
         """Wait until every write made so far has been processed."""
         deadline = time.monotonic() + timeout
+
+        def pending(fd: int) -> int:
+            count: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+            return count
         with self._cond:
-            while self._busy or any(_pending(fd) for fd in self._fifos):
+            while self._busy or any(pending(fd) for fd in self._fifos):
                 if time.monotonic() > deadline:
                     raise TimeoutError("fake kernel did not settle")
                 self._cond.wait(0.002)
@@ -562,7 +492,7 @@ class FakeKernel:
 
     def net(self, ifname: str) -> NetIf | None:
         net: dict[str, NetIf] = json.loads(self.path(f"{STATE_DIR}/net.json").read_text())
-        return net.get(ifname)  # writers replace the file atomically
+        return net.get(ifname)
 
     def slots(self) -> list[str]:
         return list(self._slots)
@@ -572,8 +502,8 @@ class FakeKernel:
         return [json.loads(line) for line in text.splitlines() if line]
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The stand-ins first on PATH, then this interpreter's directory (their
-        ``#!/usr/bin/env python3`` then skips slow shims such as pyenv's), SANDBOX_ROOT set."""
+        """PATH: the stand-ins, then this interpreter's directory (so their ``#!/usr/bin/env
+        python3`` skips slow shims such as pyenv's), then the rest; SANDBOX_ROOT set."""
         env = dict(os.environ if base is None else base)
         path = [str(FAKE_BIN), os.path.dirname(sys.executable), env.get("PATH", os.defpath)]
         env["PATH"] = os.pathsep.join(path)
@@ -587,12 +517,3 @@ class FakeKernel:
             os.write(fd, value.encode())
         finally:
             os.close(fd)
-
-
-def _pending(fd: int) -> int:
-    try:
-        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
-    except OSError:
-        return 0
-    count: int = struct.unpack("i", raw)[0]
-    return count
