@@ -138,4 +138,10 @@ class Xl:
             raise self._fail(exc, f"unpausing {name} failed") from None
 
     def destroy(self, name: str, domid: Domid) -> None:
-        self.host.run(["xl", "destroy", str(domid)], timeout=self.timeout, check=False)
+        """Best effort (a failed domain is being cleaned up): a failure is said, not raised."""
+        result = self.host.run(["xl", "destroy", str(domid)], timeout=self.timeout, check=False)
+        if not result.ok:
+            tail = " | ".join(result.stderr.strip().splitlines()[-2:])
+            self.host.log.error("note", text=f"`xl destroy {domid}` ({name}) exited "
+                                f"{result.returncode}: {tail}")
+            self.host.log.error("hint", hint=f"destroy it by hand: xl destroy {name}")

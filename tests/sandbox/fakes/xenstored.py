@@ -26,17 +26,19 @@ import re
 import signal
 import socket
 import socketserver
-import struct
 import sys
 import threading
 import traceback
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
 
-HEADER = struct.Struct("=IIII")  # xsd_sockmsg: type, req_id, tx_id, len (native endian)
-PAYLOAD_MAX = 4096  # XENSTORE_PAYLOAD_MAX
+try:  # imported as part of the tests package
+    from tests.sandbox.fakes.xswire import HEADER, PAYLOAD_MAX, Op
+except ImportError:  # run as a script: its own directory is sys.path[0]
+    from xswire import HEADER, PAYLOAD_MAX, Op  # type: ignore[no-redef,import-not-found]
+
+
 REL_PATH_MAX = 2048  # XENSTORE_REL_PATH_MAX, xenstored's default quota_max_path_len
 DOMID_SELF = 0x7FF0
 MAX_PERMS_DOMU = 5  # quota_nb_perms_per_node
@@ -47,31 +49,6 @@ _LETTERS = {"n": 0, "r": PERM_R, "w": PERM_W, "b": PERM_R | PERM_W}
 _LETTER_OF = {bits: letter for letter, bits in _LETTERS.items()}
 _VALID_PATH = re.compile(r"[A-Za-z0-9/_@-]+")
 _LOCAL_DOMAIN = re.compile(r"/local/domain/\d{1,5}/")
-
-
-class Op(IntEnum):
-    CONTROL = 0
-    DIRECTORY = 1
-    READ = 2
-    GET_PERMS = 3
-    WATCH = 4
-    UNWATCH = 5
-    TRANSACTION_START = 6
-    TRANSACTION_END = 7
-    INTRODUCE = 8
-    RELEASE = 9
-    GET_DOMAIN_PATH = 10
-    WRITE = 11
-    MKDIR = 12
-    RM = 13
-    SET_PERMS = 14
-    WATCH_EVENT = 15
-    ERROR = 16
-    IS_DOMAIN_INTRODUCED = 17
-    RESUME = 18
-    SET_TARGET = 19
-    RESET_WATCHES = 21
-    DIRECTORY_PART = 22
 
 
 _PRIVILEGED_OPS = {Op.CONTROL, Op.INTRODUCE, Op.RELEASE, Op.IS_DOMAIN_INTRODUCED, Op.RESUME}

@@ -15,29 +15,37 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from enum import IntEnum
 from types import TracebackType
 
 HEADER = struct.Struct("=IIII")
 PAYLOAD_MAX = 4096
 
-CONTROL = 0
-DIRECTORY = 1
-READ = 2
-GET_PERMS = 3
-WATCH = 4
-UNWATCH = 5
-TRANSACTION_START = 6
-TRANSACTION_END = 7
-INTRODUCE = 8
-RELEASE = 9
-GET_DOMAIN_PATH = 10
-WRITE = 11
-MKDIR = 12
-RM = 13
-SET_PERMS = 14
-WATCH_EVENT = 15
-ERROR = 16
-IS_DOMAIN_INTRODUCED = 17
+class Op(IntEnum):
+    """xsd_sockmsg types (xen/include/public/io/xs_wire.h)."""
+
+    CONTROL = 0
+    DIRECTORY = 1
+    READ = 2
+    GET_PERMS = 3
+    WATCH = 4
+    UNWATCH = 5
+    TRANSACTION_START = 6
+    TRANSACTION_END = 7
+    INTRODUCE = 8
+    RELEASE = 9
+    GET_DOMAIN_PATH = 10
+    WRITE = 11
+    MKDIR = 12
+    RM = 13
+    SET_PERMS = 14
+    WATCH_EVENT = 15
+    ERROR = 16
+    IS_DOMAIN_INTRODUCED = 17
+    RESUME = 18
+    SET_TARGET = 19
+    RESET_WATCHES = 21
+    DIRECTORY_PART = 22
 
 Value = str | bytes
 
@@ -111,14 +119,14 @@ class Client:
         while True:
             kind, req_id, _tx, size = HEADER.unpack(self._exact(HEADER.size))
             body = self._exact(size) if size else b""
-            if kind == WATCH_EVENT:
+            if kind == Op.WATCH_EVENT:
                 parts = body.split(b"\0")
                 if len(parts) >= 2:
                     self.events.append((parts[0].decode("latin-1"), parts[1].decode("latin-1")))
                 continue
             if req_id != self._req_id:
                 continue  # a stale reply; libxenstore would not see one either
-            if kind == ERROR:
+            if kind == Op.ERROR:
                 raise XsError(body.rstrip(b"\0").decode("latin-1"), what)
             return body
 
@@ -128,7 +136,7 @@ class Client:
 
     # ---- operations ------------------------------------------------------------------------
     def read(self, path: str, tx: int = 0) -> bytes:
-        return self.request(READ, self.args(path), tx, path)
+        return self.request(Op.READ, self.args(path), tx, path)
 
     def read_str(self, path: str, tx: int = 0) -> str | None:
         """READ as text, or None when the node does not exist (ENOENT)."""
@@ -140,50 +148,50 @@ class Client:
             raise
 
     def write(self, path: str, value: Value, tx: int = 0) -> None:
-        self.request(WRITE, _b(path) + b"\0" + _b(value), tx, path)
+        self.request(Op.WRITE, _b(path) + b"\0" + _b(value), tx, path)
 
     def mkdir(self, path: str, tx: int = 0) -> None:
-        self.request(MKDIR, self.args(path), tx, path)
+        self.request(Op.MKDIR, self.args(path), tx, path)
 
     def rm(self, path: str, tx: int = 0) -> None:
-        self.request(RM, self.args(path), tx, path)
+        self.request(Op.RM, self.args(path), tx, path)
 
     def directory(self, path: str, tx: int = 0) -> list[str]:
-        body = self.request(DIRECTORY, self.args(path), tx, path)
+        body = self.request(Op.DIRECTORY, self.args(path), tx, path)
         return [c.decode("latin-1") for c in body.split(b"\0") if c]
 
     def get_perms(self, path: str, tx: int = 0) -> list[str]:
-        body = self.request(GET_PERMS, self.args(path), tx, path)
+        body = self.request(Op.GET_PERMS, self.args(path), tx, path)
         return [p.decode("latin-1") for p in body.split(b"\0") if p]
 
     def set_perms(self, path: str, perms: list[str], tx: int = 0) -> None:
         """``perms`` like ``["n0", "r3"]``: entry 0 is the owner and everyone's default."""
-        self.request(SET_PERMS, self.args(path, *perms), tx, path)
+        self.request(Op.SET_PERMS, self.args(path, *perms), tx, path)
 
     def introduce(self, domid: int, mfn: int, port: int) -> None:
-        self.request(INTRODUCE, self.args(str(domid), str(mfn), str(port)))
+        self.request(Op.INTRODUCE, self.args(str(domid), str(mfn), str(port)))
 
     def release(self, domid: int) -> None:
-        self.request(RELEASE, self.args(str(domid)))
+        self.request(Op.RELEASE, self.args(str(domid)))
 
     def is_domain_introduced(self, domid: int) -> bool:
-        return self.request(IS_DOMAIN_INTRODUCED, self.args(str(domid))) == b"T\0"
+        return self.request(Op.IS_DOMAIN_INTRODUCED, self.args(str(domid))) == b"T\0"
 
     def watch(self, path: str, token: str) -> None:
-        self.request(WATCH, self.args(path, token), what=path)
+        self.request(Op.WATCH, self.args(path, token), what=path)
 
     def unwatch(self, path: str, token: str) -> None:
-        self.request(UNWATCH, self.args(path, token), what=path)
+        self.request(Op.UNWATCH, self.args(path, token), what=path)
 
     def transaction_start(self) -> int:
-        return int(self.request(TRANSACTION_START, b"\0").rstrip(b"\0"))
+        return int(self.request(Op.TRANSACTION_START, b"\0").rstrip(b"\0"))
 
     def transaction_end(self, tx: int, commit: bool = True) -> None:
         """Commit (or abort); a conflicting commit raises XsError("EAGAIN")."""
-        self.request(TRANSACTION_END, b"T\0" if commit else b"F\0", tx)
+        self.request(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", tx)
 
     def control(self, *args: Value) -> bytes:
-        return self.request(CONTROL, self.args(*args))
+        return self.request(Op.CONTROL, self.args(*args))
 
     def as_domain(self, domid: int) -> None:
         """Test-only CONTROL of the stand-in xenstored: act as unprivileged domain ``domid``."""
