@@ -18,15 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import FetchError
 
 CHUNK = 256 * 1024
-
-
-class FetchError(OrchestratorError):
-    def __init__(self, message: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def download(url: str, dest: Path, sha256: str, size: int, timeout: float) -> None:

@@ -25,6 +25,14 @@ class OrchestratorError(Exception):
         self.hint = hint
 
 
+class FetchError(OrchestratorError):
+    """One download attempt failed; `retryable` says whether another may succeed."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 @dataclass(frozen=True)
 class UnitProblem:
     """One validation finding, printed as `file: key: problem`."""

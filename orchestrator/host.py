@@ -16,6 +16,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ class Host:
         self.root = Path(root)
         self.log = log or get_logger()
         self.command_timeout = command_timeout
+        # every program run, in order: {program, argv, rc, seconds} (state.json "commands")
+        self.executed: list[dict[str, Any]] = []
         extra = [str(self.path(p)) for p in tools_path]
         self.search_path = os.pathsep.join(
             [*extra, os.environ.get("PATH", ""), *DEFAULT_TOOL_DIRS]
@@ -218,7 +221,7 @@ class Host:
 
     def write_sysfs(self, p: str, value: str) -> None:
         """One write to a kernel attribute; the kernel's refusal is an OSError."""
-        self.action(f"write {p} <- {value}")
+        self.action(f"write {p} <- {value.strip() or '(empty)'}")
         try:
             # O_NONBLOCK: a sysfs attribute never blocks; a stand-in FIFO with no kernel
             # behind it fails at once (ENXIO) instead of hanging the boot.
@@ -256,9 +259,15 @@ class Host:
     def save_state(self, p: str, text: str) -> None:
         self.save_file(p, text)
 
-    def download(self, image: Image, dest: str, timeout: float) -> None:
-        """One strict HTTP attempt into dest (temp file, verify, fsync, rename)."""
-        from orchestrator.download import download
+    def download(self, image: Image, dest: str, timeout: float, tls: bool = False) -> None:
+        """One strict HTTP attempt into dest (temp file, verify, fsync, rename).
+        tls: some image of this boot is https:// (else libssl is never loaded)."""
+        from contextlib import nullcontext
+
+        from orchestrator.footprint import without_tls
+
+        with nullcontext() if tls else without_tls():
+            from orchestrator.download import download
 
         download(image.url, self.path(dest), image.sha256, image.size, timeout)
 
@@ -275,9 +284,17 @@ class Host:
 
     def _exec(self, argv: list[str], timeout: float | None) -> Result:
         timeout = self.command_timeout if timeout is None else timeout
-        self.log.debug("exec", argv=argv, timeout=timeout)
         env = dict(os.environ, PATH=self.search_path)
         program = self.which(argv[0]) or argv[0]
+        self.log.debug("exec", argv=argv, program=program, timeout=timeout)
+        started = time.monotonic()
+        result = self._spawn(argv, program, env, timeout)
+        self.executed.append({"program": program, "argv": argv, "rc": result.returncode,
+                              "seconds": round(time.monotonic() - started, 3)})
+        return result
+
+    def _spawn(self, argv: list[str], program: str, env: dict[str, str],
+               timeout: float) -> Result:
         try:
             proc = subprocess.Popen(
                 [program, *argv[1:]],
@@ -297,6 +314,8 @@ class Host:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._kill_group(proc)
+            self.executed.append({"program": program, "argv": argv, "rc": None,
+                                  "seconds": timeout})
             raise OrchestratorError(
                 f"`{' '.join(argv)}` did not finish within {timeout:g} s (killed)",
                 hint="see the console above for what it was waiting on",
@@ -362,7 +381,7 @@ class DryRunHost(Host):
         pass
 
     def write_sysfs(self, p: str, value: str) -> None:
-        self.action(f"write {p} <- {value}")
+        self.action(f"write {p} <- {value.strip() or '(empty)'}")
 
     def run(
         self,
@@ -383,7 +402,7 @@ class DryRunHost(Host):
     def save_state(self, p: str, text: str) -> None:
         pass
 
-    def download(self, image: Image, dest: str, timeout: float) -> None:
+    def download(self, image: Image, dest: str, timeout: float, tls: bool = False) -> None:
         pass  # the fetch step logs the request and the expected hash and size
 
     def xenstore(self, timeout: float) -> Xenstore:

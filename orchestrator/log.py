@@ -19,10 +19,14 @@ import time
 from collections.abc import MutableMapping
 from typing import IO, Any, TextIO
 
-import structlog
+from orchestrator.footprint import without_tls
+
+with without_tls():  # structlog -> asyncio -> ssl: no TLS is spoken here
+    import structlog
 
 # How the console shows an event; `{would}` is "would " in a dry run and "" otherwise.
 TEMPLATES: dict[str, str] = {
+    "start": "orchestrate {version} ({mode}), pid {pid}, root {root}",
     "units loaded": "units {units}: {domains} domains, waves {waves}",
     "step begin": "{step}",
     "step ok": "{step} ok ({seconds:.2f} s)",
@@ -38,7 +42,7 @@ TEMPLATES: dict[str, str] = {
     "xenstore node": "{would}xenstore {op} {path}{value_text} [{perms}]",
     "fetch": "{would}fetch {url}",
     "fetch expect": "  to {path}, {size} bytes",
-    "fetch sha256": "  sha256 {sha256}",
+    "fetch sha256": "  sha256 {sha256:.24}...",
     "fetch attempt failed": "fetch {url}: attempt {attempt}/{attempts} failed: {error}",
     "domain state": "{domain}: {state}",
     "domain ready": "{domain} ready as domid {domid} ({seconds:.2f} s after create)",
@@ -48,8 +52,10 @@ TEMPLATES: dict[str, str] = {
     "verdict": "{text}",
 }
 
-# Fields that only feed templates or context; not repeated as key=value on the console.
-_CONTEXT_FIELDS = {"event", "level", "uptime", "step_no", "step_count", "dry_run", "timestamp"}
+# Fields that only feed templates or context, and `detail` (for machines: JSON only);
+# not repeated as key=value on the console.
+_CONTEXT_FIELDS = {"event", "level", "uptime", "step_no", "step_count", "dry_run", "timestamp",
+                   "detail"}
 
 
 def uptime() -> float:

@@ -48,6 +48,7 @@ def state_file(ctx: Context) -> str:
 
 
 def save(ctx: Context) -> None:
+    ctx.state.commands = list(ctx.host.executed)
     ctx.host.save_state(state_file(ctx), ctx.state.to_json())
 
 
@@ -107,6 +108,33 @@ def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
 def _finish(ctx: Context, code: int, text: str) -> int:
     ctx.state.verdict = text
     ctx.state.exit_code = code
+    ctx.state.usage = own_usage()
+    if not ctx.host.dry_run:
+        usage = ctx.state.usage
+        ctx.log.info("summary", text=f"orchestrate: {usage['cpu_seconds']:.2f} s CPU, peak "
+                     f"RSS {usage['peak_rss_mib']:.1f} MiB, {len(ctx.host.executed)} "
+                     f"programs run")
     save(ctx)
     ctx.log.info("verdict", text=f"orchestrate: {text} (exit {code})")
     return code
+
+
+def own_usage() -> dict[str, float]:
+    """This process's CPU time and peak RSS (children excluded: they are the toolstack's).
+
+    Peak RSS is VmHWM, the high-water mark of this program's own memory: ru_maxrss also
+    counts the pages of the process that forked us, as they were before our exec.
+    """
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    peak_kib = float(ru.ru_maxrss)
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    peak_kib = float(line.split()[1])
+    except OSError:
+        pass
+    return {"cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3),
+            "peak_rss_mib": round(peak_kib / 1024, 1)}

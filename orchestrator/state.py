@@ -41,6 +41,8 @@ class BootState:
     images: dict[str, str] = field(default_factory=dict)
     daemons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)  # every program run
+    usage: dict[str, float] = field(default_factory=dict)  # our own CPU time and peak RSS
     verdict: str | None = None
     exit_code: int | None = None
 
