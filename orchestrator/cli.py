@@ -133,6 +133,26 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if state.exit_code == 0 else EXIT_FAILED
 
 
+def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
+    """A run earlier in this boot (its state file is on tmpfs) may have been killed: say
+    so, and keep the devices' original drivers it recorded before it moved them."""
+    from orchestrator.state import BootState
+
+    text = host.read_text(f"{config.host.state_dir}/state.json")
+    if not text:
+        return
+    try:
+        previous = BootState.from_json(text)
+    except (ValueError, TypeError):
+        log.warning("warning", text=f"ignoring unreadable {config.host.state_dir}/state.json")
+        return
+    running = [name for name, step in previous.steps.items() if step.status == "running"]
+    how = previous.verdict or (f"killed during {running[0]}" if running else "unfinished")
+    log.info("note", text=f"an earlier run of this boot: {how}; converging from there")
+    state.original_drivers = {bdf: driver for bdf, driver in previous.original_drivers.items()
+                              if driver and driver != "pciback"}
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -169,8 +189,10 @@ def _boot(args: argparse.Namespace) -> int:
     state = BootState(mode="dry-run" if args.dry_run else "boot",
                       started_uptime=logmod.uptime())
     waves = " | ".join(", ".join(w) for w in topology.waves)
-    log.info("units loaded", units=config.units_dir, domains=len(config.domains), waves=waves,
-             root=args.root, pid=os.getpid(), version=__version__)
+    log.info("start", version=__version__, pid=os.getpid(), root=args.root,
+             mode="dry run" if args.dry_run else "boot")
+    log.info("units loaded", units=config.units_dir, domains=len(config.domains), waves=waves)
+    _resume(host, config, state, log)
     ctx = Context(config=config, topology=topology, host=host, state=state, log=log)
     try:
         return run_boot(ctx, debug=args.debug)

@@ -474,6 +474,9 @@ def _parse_domain(
 
     after = t.strings("after")
     readiness = _readiness(t, host)
+    if readiness.mode == "connected" and not vifs and not pci:
+        t.problem("readiness", "\"connected\" waits for the domain's vifs and pci devices, "
+                  "and this domain has none: use \"running\" or \"xenstore:<key>\"")
     serve: tuple[str, ...] = ()
     connect: tuple[str, ...] = ()
     ipc = t.table("ipc")

@@ -222,7 +222,8 @@ class PyxsXenstore:
     def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> None:
         removals = list(remove)
         for attempt in range(1, EAGAIN_ATTEMPTS + 1):
-            if self._call("transaction", lambda c: _transaction(c, nodes, removals)):
+            changes = self._call("transaction", lambda c: _transaction(c, nodes, removals))
+            if changes is not None:
                 break
             self.log.debug("xenstore transaction conflict", attempt=attempt)
             time.sleep(min(0.05 * attempt, 0.5))
@@ -232,10 +233,12 @@ class PyxsXenstore:
                 f"(EAGAIN); nothing of it was written",
                 hint="another writer keeps changing the same nodes; re-run orchestrate",
             )
-        for node in nodes:
-            self.log.info("xenstore node", op="write" if node.value is not None else "mkdir",
-                          path=node.path, perms=node.perms_text(),
-                          value_text=f" = {node.value}" if node.value is not None else "")
+        for op, node in changes:  # only what changed: a re-run that converged prints nothing
+            if isinstance(node, str):
+                self.log.info("xenstore node", op=op, path=node, perms="-", value_text="")
+            else:
+                self.log.info("xenstore node", op=op, path=node.path, perms=node.perms_text(),
+                              value_text=f" = {node.value}" if node.value is not None else "")
         self._verify(nodes, removals)
 
     def _verify(self, nodes: list[XsNode], removals: list[str]) -> None:
@@ -303,22 +306,50 @@ class PyxsXenstore:
         self._abandon()
 
 
-def _transaction(client: Any, nodes: list[XsNode], removals: list[str]) -> bool:
-    """One transaction; False when the commit hit EAGAIN (the caller retries it all)."""
+def _transaction(client: Any, nodes: list[XsNode],
+                 removals: list[str]) -> list[tuple[str, XsNode | str]] | None:
+    """One transaction that writes only what differs; returns what it changed, or None
+    when the commit hit EAGAIN (the caller retries it all)."""
+    import errno
+
+    from pyxs.exceptions import PyXSError
+
+    def current(path: bytes) -> tuple[bytes, list[bytes]] | None:
+        try:
+            return bytes(client.read(path)), [bytes(p) for p in client.get_perms(path)]
+        except PyXSError as exc:
+            if exc.args and exc.args[0] == errno.ENOENT:
+                return None
+            raise
+
+    changes: list[tuple[str, XsNode | str]] = []
     client.transaction()
     try:
         for path in removals:
-            client.delete(path.encode())
+            if current(path.encode()) is not None:
+                client.delete(path.encode())
+                changes.append(("rm", path))
         for node in nodes:
-            if node.value is None:
-                client.mkdir(node.path.encode())
-            else:
-                client.write(node.path.encode(), node.value.encode())
-            client.set_perms(node.path.encode(), [str(p).encode() for p in node.perms])
+            key = node.path.encode()
+            perms = [str(p).encode() for p in node.perms]
+            now = current(key)
+            value_ok = now is not None and (node.value is None
+                                            or now[0] == node.value.encode())
+            if not value_ok:
+                if node.value is None:
+                    client.mkdir(key)
+                else:
+                    client.write(key, node.value.encode())
+            if now is None or now[1] != perms or not value_ok:
+                client.set_perms(key, perms)
+            if not value_ok:
+                changes.append(("write" if node.value is not None else "mkdir", node))
+            elif now is not None and now[1] != perms:
+                changes.append(("set-perms", node))
     except BaseException:
         client.rollback()
         raise
-    return bool(client.commit())
+    return changes if client.commit() else None
 
 
 def _run_with_deadline(fn: Callable[[], None], timeout: float, what: str) -> None:

@@ -33,6 +33,7 @@ def normalise_console(text: str, root: Path | None = None) -> str:
     text = re.sub(r"\d+\.\d+ s\b", "N s", text)
     text = re.sub(r"\d+ MiB free", "N MiB free", text)
     text = re.sub(r"pid=\d+", "pid=N", text)
+    text = re.sub(r"pid \d+", "pid N", text)
     # a rendered xl config holds root-joined paths: its size depends on the root
     text = re.sub(r"\.cfg \(\d+ bytes\)", ".cfg (N bytes)", text)
     text = re.sub(r"root=\S+", "root=ROOT", text)

@@ -26,6 +26,8 @@ from orchestrator.units import DomainUnit
 from orchestrator.xl import Xl
 from orchestrator.xlcfg import render_xl_config
 
+ALIVE_INTERVAL = 1.0  # seconds between `xl list` checks while a domain boots
+
 
 def xl_config_path(ctx: Context, name: str) -> str:
     return f"{ctx.config.host.state_dir}/xl/{name}.cfg"
@@ -51,9 +53,19 @@ def create_domains(ctx: Context) -> None:
     write_xl_configs(ctx)
     order = [name for wave in ctx.topology.waves for name in wave]
     done = {name: threading.Event() for name in order}
-    for name in order:
-        ctx.state.domains.setdefault(name, DomainRecord())
     xl = Xl(ctx.host, ctx.config.host.command_timeout)
+    # Adopt what already runs first, all at once: every provisioning below then sees the
+    # whole running set (a map entry of a running domain is never dropped and re-added).
+    none: dict[str, tuple[int, str]] = {}
+    running = ctx.host.outcome(xl.states, none)
+    for name in order:
+        if name in running:
+            domid, flags = running[name]
+            ctx.state.domains[name] = DomainRecord(status="adopted", domid=domid)
+            ctx.log.info("domain state", domain=name, state=f"already running as domid "
+                         f"{domid}: adopted")
+        else:
+            ctx.state.domains[name] = DomainRecord()
 
     def task(name: str) -> None:
         try:
@@ -86,13 +98,13 @@ def create_domains(ctx: Context) -> None:
 
 def bring_up(ctx: Context, xl: Xl, domain: DomainUnit) -> None:
     host, name = ctx.host, domain.name
-    existing = host.outcome(lambda: xl.domid(name), None)
-    if existing is not None:
-        ctx.state.domains[name] = DomainRecord(status="adopted", domid=existing)
-        ctx.log.info("domain state", domain=name, state=f"already running as domid "
-                     f"{existing}: adopted")
+    adopted = ctx.state.domains[name]
+    if adopted.status == "adopted" and adopted.domid is not None:
         provision(ctx)
-        wait_ready(ctx, xl, domain, existing)
+        flags = host.outcome(lambda: xl.states().get(name, (0, ""))[1], "")
+        if "p" in flags:  # an earlier run was stopped between `create -p` and unpause
+            xl.unpause(name, adopted.domid)
+        wait_ready(ctx, xl, domain, adopted.domid)
         return
     started = time.monotonic()
     timeout = ctx.remaining(ctx.config.host.create_timeout)
@@ -132,7 +144,15 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
     store = ctx.xenstore()
     home = f"/local/domain/{domid}"
 
+    last_check = [0.0]
+
     def alive() -> None:
+        """Raise if the domain crashed or is gone. `xl list` is a process: at most one
+        a second, however many watch events arrive."""
+        now = time.monotonic()
+        if now - last_check[0] < ALIVE_INTERVAL:
+            return
+        last_check[0] = now
         state = xl.states().get(domain.name)
         if state is None:
             raise OrchestratorError(f"{domain.name} (domid {domid}) is gone before it was "
@@ -159,7 +179,9 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
             alive()
             return None
 
-        watch = [f"{home}/device", "@releaseDomain"]
+        # libxl wrote every frontend's `backend` key before `xl create` returned: watch
+        # the backends' state too (a driver domain's backend is not under our home).
+        watch = [f"{home}/device", "@releaseDomain", *backend_states(ctx, home)]
     else:
 
         def ready() -> str | None:
@@ -175,18 +197,35 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
         raise
 
 
-def devices_connected(ctx: Context, home: str) -> bool:
-    """Every frontend under home/device and its backend are XenbusState 4 (Connected)."""
+def backend_states(ctx: Context, home: str) -> list[str]:
     store = ctx.xenstore()
+    out = []
+    for kind in store.directory(f"{home}/device"):
+        for dev in store.directory(f"{home}/device/{kind}"):
+            backend = store.read(f"{home}/device/{kind}/{dev}/backend")
+            if backend is not None:
+                out.append(f"{backend}/state")
+    return out
+
+
+def devices_connected(ctx: Context, home: str) -> bool:
+    """Every frontend under home/device and its backend are XenbusState 4 (Connected).
+
+    Only nodes with a `backend` key are frontends: libxl also writes
+    device/suspend/event-channel, which is no device and never has a state.
+    """
+    store = ctx.xenstore()
+    frontends = 0
     for kind in store.directory(f"{home}/device"):
         for dev in store.directory(f"{home}/device/{kind}"):
             front = f"{home}/device/{kind}/{dev}"
-            if store.read(f"{front}/state") != "4":
-                return False
             backend = store.read(f"{front}/backend")
-            if backend is None or store.read(f"{backend}/state") != "4":
+            if backend is None:
+                continue
+            frontends += 1
+            if store.read(f"{front}/state") != "4" or store.read(f"{backend}/state") != "4":
                 return False
-    return True
+    return frontends > 0
 
 
 def _console_hint(name: str) -> str:

@@ -9,8 +9,13 @@ from __future__ import annotations
 import time
 
 from orchestrator.context import Context
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import FetchError, OrchestratorError
 from orchestrator.units import Image, NicConfig
+
+
+def needs_tls(ctx: Context) -> bool:
+    return any(image.url.startswith("https:") for domain in ctx.config.domains
+               for image in domain.images)
 
 
 def nic_up_argvs(nic: NicConfig) -> list[list[str]]:
@@ -58,17 +63,37 @@ def bring_nic_up(ctx: Context, nic: NicConfig) -> None:
 
 def fetch_images(ctx: Context) -> None:
     cfg = ctx.config.host
-    if cfg.nic is not None:
-        bring_nic_up(ctx, cfg.nic)
-    started = time.monotonic()
+    wanted = []
     for domain in ctx.config.domains:
         for image in domain.images:
             dest = f"{cfg.image_dir}/{image.file_name}"
             if ctx.host.file_matches(dest, image.sha256, image.size):
                 ctx.log.info("already done", what=f"{dest} (sha256 matches)")
+                ctx.state.images[image.file_name] = dest
             else:
-                _fetch_one(ctx, image, dest, started, domain.source)
-            ctx.state.images[image.file_name] = dest
+                wanted.append((domain, image, dest))
+    if not wanted:
+        return  # nothing to fetch: dom0's NIC is not needed (it may be net-vm's already)
+    if cfg.nic is not None:
+        _nic_still_ours(ctx, cfg.nic)
+        bring_nic_up(ctx, cfg.nic)
+    started = time.monotonic()
+    for domain, image, dest in wanted:
+        _fetch_one(ctx, image, dest, started, domain.source)
+        ctx.state.images[image.file_name] = dest
+
+
+def _nic_still_ours(ctx: Context, nic: NicConfig) -> None:
+    """A run earlier in this boot may have handed the NIC over already."""
+    link = ctx.host.readlink(f"/sys/bus/pci/devices/{nic.bdf}/driver")
+    if link is not None and link.rstrip("/").endswith("/pciback"):
+        driver = ctx.state.original_drivers.get(nic.bdf) or "<its driver>"
+        raise OrchestratorError(
+            f"images are missing but dom0's NIC {nic.bdf} is already on pciback (handed "
+            f"over by an earlier run), so dom0 cannot fetch them",
+            hint=f"give it back (echo {nic.bdf} > /sys/bus/pci/drivers/pciback/unbind; echo "
+            f"{nic.bdf} > /sys/bus/pci/drivers/{driver}/bind) and re-run, or reboot",
+        )
 
 
 def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str) -> None:
@@ -81,7 +106,6 @@ def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str)
         wait_exponential,
     )
 
-    from orchestrator.download import FetchError
 
     cfg = ctx.config.host
     ctx.log.info("fetch", url=image.url, dry_run=ctx.host.dry_run)
@@ -94,7 +118,8 @@ def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str)
         nonlocal attempt_no
         attempt_no += 1
         try:
-            ctx.host.download(image, dest, timeout=min(cfg.request_timeout, budget))
+            ctx.host.download(image, dest, timeout=min(cfg.request_timeout, budget),
+                              tls=needs_tls(ctx))
         except FetchError as exc:
             ctx.log.warning("fetch attempt failed", url=image.url, attempt=attempt_no,
                             attempts=cfg.fetch_attempts, error=exc.message)

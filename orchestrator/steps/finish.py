@@ -27,16 +27,19 @@ def our_leftovers() -> list[str]:
     return out
 
 
-def xl_monitors() -> list[str]:
-    """xl's per-domain monitors (`xl create` forks one per domain; expected)."""
+def xl_monitors() -> list[tuple[int, str]]:
+    """xl's per-domain monitors, (pid, domain): `xl create` forks one per domain and it
+    keeps the command line `xl create ... <state>/xl/<name>.cfg`."""
     import psutil
 
     out = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline", "ppid"]):
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         name = proc.info.get("name") or ""
+        if name != "xl" or proc.info["pid"] == os.getpid():
+            continue
         cmdline = proc.info.get("cmdline") or []
-        if (name == "xl" or name.startswith("xl-")) and proc.info["pid"] != os.getpid():
-            out.append(f"pid {proc.info['pid']} {' '.join(cmdline) or name}")
+        configs = [os.path.basename(a)[:-4] for a in cmdline if a.endswith(".cfg")]
+        out.append((proc.info["pid"], configs[0] if configs else "?"))
     return out
 
 
@@ -49,8 +52,9 @@ def leave_dom0_idle(ctx: Context) -> None:
             "processes of ours are still running: " + "; ".join(leftovers),
             hint="this is a bug in orchestrate: report it with this console log",
         )
-    for monitor in ctx.host.outcome(xl_monitors, none):
-        ctx.log.info("note", text=f"expected: xl monitor {monitor}")
+    monitors: list[tuple[int, str]] = []
+    for pid, domain in ctx.host.outcome(xl_monitors, monitors):
+        ctx.log.info("note", text=f"expected: xl monitor of {domain}, pid {pid}")
     for name in [n for wave in ctx.topology.waves for n in wave]:
         record = ctx.state.domains.get(name)
         if record is None:

@@ -25,7 +25,7 @@ class SysfsWrite:
     value: str
 
     def __str__(self) -> str:
-        return f"write {self.path} <- {self.value.strip() or '(empty)'}"
+        return f"{self.path} <- {self.value.strip() or '(empty)'}"
 
 
 def handoff_writes(bdf: str, driver: str | None) -> list[SysfsWrite]:

@@ -80,7 +80,7 @@ def preflight(ctx: Context) -> None:
         ))
     if hyp is not None and tools is not None:
         version, lib = tools
-        text = f"hypervisor {hyp[0]}.{hyp[1]}{hyp[2]}, toolstack {version[0]}.{version[1]} " \
+        text = f"Xen {hyp[0]}.{hyp[1]}{hyp[2]}, tools {version[0]}.{version[1]} " \
                f"({lib.rsplit('/', 1)[-1]})"
         if (hyp[0], hyp[1]) != version:
             host.refuse(OrchestratorError(
@@ -100,7 +100,8 @@ def preflight(ctx: Context) -> None:
             ))
             continue
         driver = pci_driver(ctx, bdf)
-        ctx.state.original_drivers.setdefault(bdf, driver)
+        if driver != "pciback":  # pciback is where we put it, never where it came from
+            ctx.state.original_drivers.setdefault(bdf, driver)
         ctx.log.info("check", check=f"device {bdf}", result=f"driver {driver or '(none)'}")
 
     need = sum(

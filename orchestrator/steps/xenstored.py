@@ -17,6 +17,7 @@ from orchestrator.xl import Xl
 XENSTORED_PID = "/var/run/xenstored.pid"
 XENCONSOLED_PID = "/var/run/xen/xenconsoled.pid"
 XL_CONF = "/etc/xen/xl.conf"
+DAEMON_SETTLE = 3.0  # seconds a daemon may take to write its pid file after its launcher
 
 
 def xenstored_answers(ctx: Context, timeout: float) -> bool:
@@ -55,13 +56,16 @@ def start_xenstored(ctx: Context) -> None:
     if host.outcome(lambda: _pid_alive(ctx, XENCONSOLED_PID), False):
         ctx.log.info("already done", what="xenconsoled is running")
     else:
-        args = cfg.xenconsoled_args or ("--log=all",
+        args = cfg.xenconsoled_args or ("--log=guest",
                                         f"--log-dir={host.path('/var/log/xen/console')}")
         host.run(["xenconsoled", f"--pid-file={host.path(XENCONSOLED_PID)}", *args],
                  timeout=ctx.remaining(cfg.command_timeout))
 
+    # xenconsoled's launcher exits before its daemon writes the pid file: give it a moment.
     for name, pidfile in (("xenstored", XENSTORED_PID), ("xenconsoled", XENCONSOLED_PID)):
-        alive = host.outcome(lambda p=pidfile: _pid_alive(ctx, p), True)  # type: ignore[misc]
+        alive = host.wait_until(f"{name} is alive (pid file {pidfile})",
+                                lambda p=pidfile: _pid_alive(ctx, p),  # type: ignore[misc]
+                                ctx.remaining(DAEMON_SETTLE))
         if not alive:
             raise OrchestratorError(
                 f"{name} is not running after start (pid file {pidfile})",
@@ -130,7 +134,11 @@ def check_platform(ctx: Context) -> None:
     for warning in dom0_mem_warnings(cmdline):
         ctx.state.warnings.append(warning)
         ctx.log.warning("warning", text=warning)
-    ctx.log.info("check", check="platform", result=f"virt_caps {' '.join(caps) or 'none'}")
+    mem = re.search(r"(?:^|\s)dom0_mem=(\S+)", cmdline)
+    ctx.log.info("check", check="platform", detail={"virt_caps": caps}, result=(
+        f"{'IOMMU' if 'pv_directio' in caps else 'no IOMMU'}, "
+        f"{'HVM/PVH' if 'hvm' in caps else 'no HVM/PVH'}, "
+        f"dom0_mem={mem[1] if mem else '(unset)'}"))
 
 
 def dom0_mem_warnings(xen_cmdline: str) -> list[str]:
