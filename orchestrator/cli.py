@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from orchestrator import __version__
-from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 
 DEFAULT_UNITS = "/etc/orchestrator/units"
 
@@ -48,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
-    sys.exit(_dispatch(args))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sys.exit(_dispatch(args))
+    except KeyboardInterrupt:  # before the boot's own handling started, or after it
+        print(f"orchestrate: interrupted (exit {EXIT_INTERRUPTED})", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _units_dir(args: argparse.Namespace) -> str:
@@ -185,7 +190,6 @@ def _boot(args: argparse.Namespace) -> int:
         logmod.configure(args.log_format, args.debug, json_file=json_file)
         log = logmod.get_logger()
         host.log = log
-    signal.signal(signal.SIGTERM, _interrupt)
     state = BootState(mode="dry-run" if args.dry_run else "boot",
                       started_uptime=logmod.uptime())
     waves = " | ".join(", ".join(w) for w in topology.waves)

@@ -24,6 +24,8 @@ class Context:
     log: Any
     deadline: float = field(default=0.0)
     provision_lock: threading.Lock = field(default_factory=threading.Lock)
+    # what the running step failed at but went on past (e.g. one domain of three)
+    partial: list[str] = field(default_factory=list)
     _xenstore: Xenstore | None = None
 
     def __post_init__(self) -> None:

@@ -63,7 +63,9 @@ def _fetch_to(url: str, tmp: Path, sha256: str, size: int, timeout: float,
                     raise FetchError(f"took longer than {timeout:g} s ({got} of {size} bytes)",
                                      retryable=True)
                 try:
-                    chunk = response.read(min(CHUNK, size + 1 - got))
+                    # read1: what one recv brings, so a stall is timed per read and the
+                    # progress in the error is what really arrived
+                    chunk = response.read1(min(CHUNK, size + 1 - got))
                 except TimeoutError:
                     raise FetchError(f"stalled for {timeout:g} s after {got} of {size} bytes",
                                      retryable=True) from None

@@ -31,6 +31,7 @@ TEMPLATES: dict[str, str] = {
     "step begin": "{step}",
     "step ok": "{step} ok ({seconds:.2f} s)",
     "step failed": "{step} failed: {error}",
+    "step partial": "{step} done with failures ({seconds:.2f} s): {failed}",
     "step skipped": "{step} skipped: {reason}",
     "hint": "hint: {hint}",
     "already done": "{what}: already done",

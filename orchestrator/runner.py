@@ -53,34 +53,21 @@ def save(ctx: Context) -> None:
 
 
 def run_boot(ctx: Context, debug: bool = False) -> int:
-    log = ctx.log
     count = len(STEPS)
     boot_started = time.monotonic()
     ctx.state.steps = {name: StepRecord() for name, _ in STEPS}
-    for number, (name, step) in enumerate(STEPS, start=1):
-        record = ctx.state.steps[name]
+    number, name, started = 0, "", boot_started
+    try:
+        for number, (name, step) in enumerate(STEPS, start=1):
+            with structlog.contextvars.bound_contextvars(step_no=number, step_count=count):
+                started = time.monotonic()
+                failure = _run_step(ctx, name, step, debug)
+                if failure is not None:
+                    return _stop(ctx, number, name, *failure, started)
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM (the CLI turns it into this)
         with structlog.contextvars.bound_contextvars(step_no=number, step_count=count):
-            log.info("step begin", step=name)
-            record.status = "running"
-            save(ctx)
-            started = time.monotonic()
-            try:
-                step(ctx)
-            except OrchestratorError as exc:
-                return _stop(ctx, number, name, exc.message, exc.hint, started)
-            except KeyboardInterrupt:
-                _stop(ctx, number, name, "interrupted", None, started)
-                return _finish(ctx, EXIT_INTERRUPTED, f"INTERRUPTED at {number}/{count} {name}")
-            except Exception as exc:  # a bug: say so, keep the traceback for --debug
-                if debug:
-                    traceback.print_exc()
-                return _stop(ctx, number, name, f"internal error: {type(exc).__name__}: {exc}",
-                             "this is a bug in orchestrate; run with --debug for the "
-                             "traceback and report it", started)
-            record.status = "ok"
-            record.seconds = round(time.monotonic() - started, 3)
-            log.info("step ok", step=name, seconds=record.seconds)
-            save(ctx)
+            return _stop(ctx, number, name, "interrupted", None, started,
+                         EXIT_INTERRUPTED, f"INTERRUPTED at {number}/{count} {name}")
     total = time.monotonic() - boot_started
     failed = ctx.state.failed_domains()
     if failed:
@@ -91,9 +78,40 @@ def run_boot(ctx: Context, debug: bool = False) -> int:
     return _finish(ctx, EXIT_OK, f"OK: {ready} domains {word} ready, {total:.1f} s")
 
 
-def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
-          started: float) -> int:
+def _run_step(ctx: Context, name: str, step: Step,
+              debug: bool) -> tuple[str, str | None] | None:
+    """Run one step; (error, hint) if it stopped the boot, else None."""
     record = ctx.state.steps[name]
+    ctx.log.info("step begin", step=name)
+    record.status = "running"
+    save(ctx)
+    started = time.monotonic()
+    ctx.partial.clear()
+    try:
+        step(ctx)
+    except OrchestratorError as exc:
+        return exc.message, exc.hint
+    except Exception as exc:  # a bug: say so, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        return (f"internal error: {type(exc).__name__}: {exc}",
+                "this is a bug in orchestrate; run with --debug for the traceback and "
+                "report it")
+    record.seconds = round(time.monotonic() - started, 3)
+    if ctx.partial:  # the step went on past failures it recorded (create-domains)
+        record.status, record.error = "partial", ", ".join(ctx.partial)
+        ctx.log.warning("step partial", step=name, seconds=record.seconds,
+                        failed=record.error)
+    else:
+        record.status = "ok"
+        ctx.log.info("step ok", step=name, seconds=record.seconds)
+    save(ctx)
+    return None
+
+
+def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
+          started: float, code: int = EXIT_FAILED, verdict: str | None = None) -> int:
+    record = ctx.state.steps[name] if name else StepRecord()
     record.status, record.error, record.hint = "failed", error, hint
     record.seconds = round(time.monotonic() - started, 3)
     ctx.log.error("step failed", step=name, error=error)
@@ -102,7 +120,7 @@ def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
     for later, _ in STEPS[number:]:
         ctx.state.steps[later].status = "skipped"
     ctx.close()
-    return _finish(ctx, EXIT_FAILED, f"FAILED at {number}/{len(STEPS)} {name}")
+    return _finish(ctx, code, verdict or f"FAILED at {number}/{len(STEPS)} {name}")
 
 
 def _finish(ctx: Context, code: int, text: str) -> int:

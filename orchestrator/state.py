@@ -16,7 +16,7 @@ from orchestrator.ipc import Domid
 
 @dataclass
 class StepRecord:
-    status: str = "pending"  # pending running ok failed skipped
+    status: str = "pending"  # pending running ok partial failed skipped
     seconds: float | None = None
     error: str | None = None
     hint: str | None = None

@@ -91,9 +91,7 @@ def create_domains(ctx: Context) -> None:
         for future in futures:
             future.result()
 
-    failed = ctx.state.failed_domains()
-    if failed:
-        ctx.log.warning("warning", text=f"not ready: {', '.join(failed)}")
+    ctx.partial.extend(ctx.state.failed_domains())
 
 
 def bring_up(ctx: Context, xl: Xl, domain: DomainUnit) -> None:

@@ -35,9 +35,9 @@ def xl_monitors() -> list[tuple[int, str]]:
     out = []
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         name = proc.info.get("name") or ""
-        if name != "xl" or proc.info["pid"] == os.getpid():
-            continue
         cmdline = proc.info.get("cmdline") or []
+        if name != "xl" or proc.info["pid"] == os.getpid() or not cmdline:
+            continue  # an empty command line: a monitor on its way out
         configs = [os.path.basename(a)[:-4] for a in cmdline if a.endswith(".cfg")]
         out.append((proc.info["pid"], configs[0] if configs else "?"))
     return out

@@ -126,8 +126,9 @@ def return_devices(ctx: Context, bdfs: list[str]) -> None:
     for bdf in bdfs:
         driver = ctx.state.original_drivers.get(bdf)
         try:
-            if pci_driver(ctx, bdf) == PCIBACK:
-                for write in rollback_writes(bdf, driver):
+            now = pci_driver(ctx, bdf)
+            if now in (PCIBACK, None):  # None: unbound, pciback refused it
+                for write in rollback_writes(bdf, driver)[0 if now else 1:]:
                     host.write_sysfs(write.path, write.value)
             def is_back(bdf: str = bdf, driver: str | None = driver) -> bool:
                 return _is_back(ctx, bdf, driver)

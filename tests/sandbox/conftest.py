@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +21,22 @@ def sockdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def appliance(tmp_path: Path, sockdir: Path) -> Iterator[Appliance]:
-    """The example appliance on a fresh fake dom0, ready to boot; everything it started
-    is ended afterwards."""
-    box = Appliance(tmp_path, sockdir).start()
-    try:
-        yield box
-    finally:
+def make_appliance(tmp_path: Path, sockdir: Path) -> Iterator[Callable[..., Appliance]]:
+    """Appliance(**FakeKernel options), started; everything it started is ended after."""
+    made: list[Appliance] = []
+
+    def make(**kernel_options: Any) -> Appliance:
+        assert not made, "one appliance per test"
+        box = Appliance(tmp_path, sockdir, **kernel_options)
+        made.append(box)
+        return box.start()
+
+    yield make
+    for box in made:
         box.stop()
+
+
+@pytest.fixture
+def appliance(make_appliance: Callable[..., Appliance]) -> Appliance:
+    """The example appliance on a fresh fake dom0, ready to boot."""
+    return make_appliance()
