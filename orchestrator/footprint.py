@@ -2,8 +2,9 @@
 
 structlog imports asyncio, and asyncio, http.client and urllib.request import `ssl` if
 they can; all three treat it as optional (``try: import ssl / except ImportError``).
-Loading libssl costs about 4 MiB of RSS per run (measured: structlog 21.8 -> 17.6 MiB)
-and nothing here uses TLS unless an image URL is https://. Imported under
+Loading ssl costs 1.4 MiB of peak RSS in a dry run (26.1 -> 24.6 MiB VmHWM) and 1.1 MiB
+in a boot (hashlib maps libcrypto anyway), and nothing here uses TLS unless an image URL
+is https://. Imported under
 ``without_tls()`` they bind "no ssl"; a later plain ``import ssl`` still works.
 """
 

@@ -239,3 +239,40 @@ def test_an_interrupted_boot_says_so_and_exits_130(appliance: Appliance) -> None
     boot = appliance.boot_until(r"\[5/9\] fetch-images$", signal.SIGTERM)
     assert boot.code == 130, boot.console
     assert boot.lines(r"orchestrate: INTERRUPTED at \d/9 [a-z-]+ \(exit 130\)")
+
+
+# ---- the platform --------------------------------------------------------------------------
+
+def test_a_wrong_node_at_a_device_path_is_named(appliance: Appliance) -> None:
+    (appliance.root / "dev/xen").mkdir(parents=True)
+    (appliance.root / "dev/xen/evtchn").write_text("left over\n")
+    boot = appliance.boot()
+    stopped_at(boot, 1, "make-device-nodes")
+    assert boot.lines(r"/dev/xen/evtchn exists but is not a character device, not char 10:122")
+    assert boot.lines(r"hint: remove /dev/xen/evtchn .* and re-run orchestrate")
+
+
+def test_passthrough_without_an_iommu_stops_before_any_fetch(appliance: Appliance) -> None:
+    appliance.behave({"@info": {"virt_caps": "pv hvm hap shadow"}})
+    boot = appliance.boot()
+    stopped_at(boot, 4, "check-platform")
+    assert boot.lines(r"PCI passthrough is requested but there is no IOMMU \(virt_caps: pv hvm")
+    assert boot.lines(r"hint: enable VT-d/AMD-Vi in the firmware and iommu=on")
+    assert appliance.server.requests == []
+    dom0_kept_its_nic(appliance, configured=False)
+
+
+def test_dom0_mem_without_max_is_a_warning_not_a_failure(appliance: Appliance) -> None:
+    appliance.behave({"@info": {"xen_commandline": "console=com1 dom0_mem=1024M"}})
+    boot = appliance.boot()
+    assert boot.code == 0, boot.console
+    assert boot.lines(r"WARNING: dom0_mem=1024M has no max: .* use dom0_mem=1024M,max:1024M")
+    assert boot.state["warnings"]
+
+
+def test_images_that_cannot_fit_stop_the_boot_before_the_fetch(appliance: Appliance) -> None:
+    appliance.domain_setting("sa-vm", "ramdisk", "size", str(1 << 40))  # 1 TiB
+    boot = appliance.boot()
+    stopped_at(boot, 2, "preflight")
+    assert boot.lines(r"/run/xen-images has \d+ MiB free but the images need \d+ MiB")
+    assert appliance.server.requests == []
