@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="validate the unit files only")
     sub.add_parser("plan", parents=[common], help="print the waves and the edges behind them")
     sub.add_parser("status", parents=[common], help="print the state file of the last boot")
+    review = sub.add_parser("review", parents=[common],
+                            help="read a serial capture: steps, domains, critical path, "
+                            "verdict, first failure")
+    review.add_argument("capture", help="the raw serial capture (a file)")
     return parser
 
 
@@ -72,6 +76,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _plan(args)
     if command == "status":
         return _status(args)
+    if command == "review":
+        return _review(args)
     return _boot(args)
 
 
@@ -136,6 +142,29 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{name:26} {dom.status} domid {dom.domid if dom.domid is not None else '-'}")
     print(f"verdict: {state.verdict or '(boot still running or killed)'}")
     return EXIT_OK if state.exit_code == 0 else EXIT_FAILED
+
+
+def _review(args: argparse.Namespace) -> int:
+    """Stdlib only, no unit files needed: with --units, the exact needs of each domain."""
+    from orchestrator.review import review_path
+
+    needs = None
+    if args.units:
+        from orchestrator.topology import build_topology
+
+        config = _load(args, sys.stderr)
+        if config is None:
+            return EXIT_INVALID
+        topology = build_topology(config)
+        needs = {name: topology.needs(name) for name in topology.names}
+    try:
+        text, code = review_path(args.capture, needs)
+    except OSError as exc:
+        print(f"orchestrate review: cannot read {args.capture}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(text)
+    return code
 
 
 def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
