@@ -42,7 +42,7 @@ TEMPLATES: dict[str, str] = {
     "xl config": "  | {line}",
     "xenstore node": "{would}xenstore {op} {path}{value_text} [{perms}]",
     "fetch": "{would}fetch {url}",
-    "fetch expect": "  to {path}, {size} bytes",
+    "fetch expect": "  -> {path} ({size} B)",
     "fetch sha256": "  sha256 {sha256:.24}...",
     "fetch attempt failed": "fetch {url}: attempt {attempt}/{attempts} failed: {error}",
     "domain state": "{domain}: {state}",
@@ -78,7 +78,7 @@ def _ascii(text: str) -> str:
 
 
 class ConsoleRenderer:
-    """One ASCII line per event for hvc0/ttyS0; colour only on a TTY."""
+    """One ASCII line per event for hvc0/ttyS0; colour only on a pseudo-terminal."""
 
     def __init__(self, colour: bool = False) -> None:
         self.colour = colour
@@ -131,6 +131,17 @@ class _TeeJson:
         return event
 
 
+def _interactive(stream: TextIO) -> bool:
+    """Colour only on a pseudo-terminal (ssh, a terminal window): never on the serial or
+    PV console (/dev/console, ttyS*, hvc*), whose capture is read afterwards."""
+    if os.environ.get("NO_COLOR") is not None:
+        return False
+    try:
+        return stream.isatty() and os.ttyname(stream.fileno()).startswith("/dev/pts/")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def configure(
     fmt: str = "console",
     debug: bool = False,
@@ -149,8 +160,7 @@ def configure(
     if fmt == "json":
         processors.append(structlog.processors.JSONRenderer(default=str, sort_keys=True))
     else:
-        colour = stream.isatty() and os.environ.get("NO_COLOR") is None
-        processors.append(ConsoleRenderer(colour=colour))
+        processors.append(ConsoleRenderer(colour=_interactive(stream)))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(10 if debug else 20),

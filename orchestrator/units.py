@@ -148,6 +148,14 @@ class Config:
                 return domain
         raise KeyError(name)
 
+    def images(self) -> list[tuple[Image, DomainUnit]]:
+        """Every distinct image (by file name, i.e. content) and the first unit pinning it."""
+        seen: dict[str, tuple[Image, DomainUnit]] = {}
+        for domain in self.domains:
+            for image in domain.images:
+                seen.setdefault(image.file_name, (image, domain))
+        return list(seen.values())
+
     def owner_of(self, bdf: str) -> str | None:
         """The domain a PCI device is passed through to, if any."""
         for domain in self.domains:
@@ -543,7 +551,11 @@ def _image(t: _Table, key: str, domain: str, host: HostUnit, required: bool) -> 
     if "size" not in it.data:
         it.problem("size", "missing (required): the exact size in bytes")
     it.finish()
-    return Image(url=absolute, sha256=sha256, size=size, file_name=f"{domain}.{key}")
+    # Named by content: domains that pin the same bytes (one guest kernel) share one file,
+    # fetched once and held in dom0's RAM once.
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", urlsplit(absolute).path.rsplit("/", 1)[-1]) or key
+    name = f"{sha256[:12]}-{base}" if sha256 else f"{domain}.{key}"
+    return Image(url=absolute, sha256=sha256, size=size, file_name=name)
 
 
 def _url_ok(url: str) -> bool:

@@ -64,14 +64,13 @@ def bring_nic_up(ctx: Context, nic: NicConfig) -> None:
 def fetch_images(ctx: Context) -> None:
     cfg = ctx.config.host
     wanted = []
-    for domain in ctx.config.domains:
-        for image in domain.images:
-            dest = f"{cfg.image_dir}/{image.file_name}"
-            if ctx.host.file_matches(dest, image.sha256, image.size):
-                ctx.log.info("already done", what=f"{dest} (sha256 matches)")
-                ctx.state.images[image.file_name] = dest
-            else:
-                wanted.append((domain, image, dest))
+    for image, domain in ctx.config.images():  # each distinct image once
+        dest = f"{cfg.image_dir}/{image.file_name}"
+        if ctx.host.file_matches(dest, image.sha256, image.size):
+            ctx.log.info("already done", what=f"{dest} (sha256 matches)")
+            ctx.state.images[image.file_name] = dest
+        else:
+            wanted.append((domain, image, dest))
     if not wanted:
         return  # nothing to fetch: dom0's NIC is not needed (it may be net-vm's already)
     if cfg.nic is not None:

@@ -104,12 +104,8 @@ def preflight(ctx: Context) -> None:
             ctx.state.original_drivers.setdefault(bdf, driver)
         ctx.log.info("check", check=f"device {bdf}", result=f"driver {driver or '(none)'}")
 
-    need = sum(
-        image.size
-        for domain in ctx.config.domains
-        for image in domain.images
-        if not _present(ctx, image.file_name, image.size)
-    )
+    need = sum(image.size for image, _ in ctx.config.images()
+               if not _present(ctx, image.file_name, image.size))
     image_dir = ctx.config.host.image_dir
     free = host.free_bytes(image_dir)
     if need > free:

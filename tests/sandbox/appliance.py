@@ -72,6 +72,11 @@ def image_bytes(name: str) -> bytes:
     return hashlib.shake_256(name.encode()).digest(IMAGE_SIZES[name])
 
 
+def stored_name(name: str) -> str:
+    """The file an image is kept in by dom0 (named by content: orchestrator/units.py)."""
+    return f"{hashlib.sha256(image_bytes(name)).hexdigest()[:12]}-{name.rsplit('/', 1)[-1]}"
+
+
 def set_key(path: Path, section: str | None, key: str, value: str) -> None:
     """Replace `key = ...` in [section] of a TOML unit (top level when section is None)."""
     lines = path.read_text().splitlines()

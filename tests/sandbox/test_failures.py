@@ -16,7 +16,6 @@ import pytest
 
 from orchestrator.runner import STEPS
 from tests.sandbox.appliance import (
-    DOMAINS,
     IMAGE_DIR,
     IMAGE_SIZES,
     NIC,
@@ -25,6 +24,7 @@ from tests.sandbox.appliance import (
     Appliance,
     Boot,
     image_bytes,
+    stored_name,
 )
 
 MAP = "/ipc/domain-map"
@@ -45,8 +45,7 @@ def dom0_kept_its_nic(box: Appliance, configured: bool) -> None:
 
 def no_partial_images(box: Appliance) -> None:
     """Every file in the image directory is exactly a pinned image; no temp files."""
-    pinned = {f"{d}.kernel": "guest/vmlinux" for d in DOMAINS}
-    pinned |= {f"{d}.ramdisk": f"guest/{d}.cpio.gz" for d in DOMAINS}
+    pinned = {stored_name(name): name for name in IMAGE_SIZES}
     for name in box.image_dir_files():
         assert name in pinned, f"stray file {name} in the image directory"
         data = (box.root / IMAGE_DIR / name).read_bytes()
@@ -112,7 +111,7 @@ def test_a_failed_fetch_stops_before_the_handoff_and_dom0_keeps_its_nic(
     nothing_handed_over(appliance)
     no_partial_images(appliance)
     if "sa-vm" in failure:
-        assert "sa-vm.ramdisk" not in appliance.image_dir_files()
+        assert stored_name("guest/sa-vm.cpio.gz") not in appliance.image_dir_files()
 
 
 def test_a_server_that_fails_twice_then_serves_is_retried_with_backoff(

@@ -63,7 +63,7 @@ def test_dry_run_shows_what_the_issue_asks_for(tmp_path: Path) -> None:
         "would xenstored --pid-file",
         "would wait up to 15 s until READ / succeeds",
         "would fetch http://10.0.2.100/images/guest/net-vm.cpio.gz",
-        "to /run/xen-images/net-vm.ramdisk, 4613734 bytes",
+        "-> /run/xen-images/0a1b2c3d4e5f-net-vm.cpio.gz (4613734 B)",
         "sha256 0a1b2c3d4e5f60718293a4b5...",
         "  /sys/bus/pci/drivers/e1000/bind <- 0000:00:03.0",  # the rollback plan
         "would write /sys/bus/pci/devices/0000:00:03.0/driver/unbind <- 0000:00:03.0",
