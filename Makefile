@@ -27,7 +27,7 @@ test-sandbox: venv
 
 ## ruff and mypy (strict) over the package
 check: venv
-	$(VENV)/bin/ruff check orchestrator tests tools
+	$(VENV)/bin/ruff check orchestrator tests tools initramfs-hooks
 	$(VENV)/bin/mypy
 
 ## what a boot would do with the shipped example, on this machine

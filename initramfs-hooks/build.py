@@ -1,0 +1,706 @@
+#!/usr/bin/env python3
+"""Build the stateless dom0 image and the lab's guest images from Debian's packages.
+
+    python3 initramfs-hooks/build.py [--xen 4.17] [--out build/lab] [--cache build/cache]
+
+Outputs in --out:
+    xen                  the hypervisor (multiboot ELF, for QEMU's -kernel)
+    vmlinuz              the dom0 kernel (bzImage)
+    dom0.cpio.gz         the dom0 image: busybox init + OpenRC, the Xen toolstack, a Python
+                         runtime trimmed to what orchestrator imports, orchestrator and its
+                         deps, kernel modules (allowlist closed over the modules' depends),
+                         the units (/etc/orchestrator/units) and the OpenRC service
+    images/              what the build server serves: vmlinux (raw ELF: `xl create` is
+                         ~1.3 s with it, ~9.5 s with the xz bzImage) and one initramfs per
+                         guest role (net-vm, sa-vm, workload-vm)
+    units/               the units baked into dom0, with the images' real sha256 and size
+    report.json          sizes by part, the module closure, the Python modules kept
+
+Every input comes from the release's Debian packages, fetched with a private apt
+configuration (initramfs-hooks/debian.py); orchestrator's Python dependencies from PyPI
+wheels (pip download). Build-time assertions: every binary present, every library resolved
+inside the image by the image's own loader, `import orchestrator` (every module) succeeds in
+a chroot of the image, the module closure is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import debian  # noqa: E402
+
+# What dom0 and the guests need from the release (libraries are added by the closure check,
+# which names any soname this list does not provide).
+BASE_PACKAGES = [
+    "libc6", "libgcc-s1", "busybox-static", "bash", "libtinfo6",
+    "xen-utils-{xen}", "xen-utils-common", "xenstore-utils", "libxenmisc{xen}",
+    "libxencall1", "libxendevicemodel1", "libxenevtchn1", "libxenforeignmemory1",
+    "libxengnttab1", "libxenhypfs1", "libxenstore4", "libxentoolcore1", "libxentoollog1",
+    "libyajl2", "libext2fs2", "libcom-err2", "liblzma5", "libuuid1", "libzstd1", "zlib1g",
+    "libncurses6", "libncursesw6",
+]
+DOM0_PACKAGES = [
+    "xen-hypervisor-{xen}-amd64",
+    "openrc", "librc1", "libeinfo1", "libselinux1", "libpcre2-8-0", "libaudit1",
+    "libcap-ng0", "libpam0g",
+    "python{py}-minimal", "libpython{py}-minimal", "libpython{py}-stdlib", "libexpat1",
+    "libffi8", "libbz2-1.0",
+]
+PY_DEPS = ["pyxs==0.4.1", "psutil>=5.9", "structlog>=23.1", "tenacity>=8.2"]
+
+XEN_TOOLS = ["xl", "xenstored", "xenconsoled", "xen-init-dom0", "libxl-save-helper",
+             "vchan-socket-proxy"]
+XENSTORE_LINKS = ["chmod", "exists", "list", "ls", "read", "rm", "watch", "write"]
+
+# Kernel modules by name; the closure over each module's `depends=` adds the rest.
+DOM0_MODULES = ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs",
+                "xen-pciback", "xen-netback", "xen-blkback", "bridge"]
+# dom0's own hardware drivers, loaded by rc.dom0 from /etc/modules (no udev/mdev here)
+DOM0_DRIVERS = ["e1000", "xhci-pci"]
+GUEST_MODULES = {
+    "net-vm": ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs",
+               "xen-pcifront", "e1000", "xen-netback", "bridge"],
+    "sa-vm": ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs"],
+    "workload-vm": ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs",
+                    "xen-netfront"],
+}
+# Python modules never shipped: TLS (images are plain HTTP, pinned by sha256), OpenSSL's
+# hashlib backend (Debian's python has sha256 built in), and what only tests use.
+PY_EXCLUDE = {"ssl", "_ssl", "_hashlib", "pydoc", "doctest", "unittest", "tkinter",
+              "idlelib", "lib2to3", "ensurepip", "distutils", "test", "sqlite3", "curses",
+              "readline", "_ctypes", "ctypes", "xml", "pyexpat", "multiprocessing",
+              "setuptools", "pip", "_distutils_hack", "pkg_resources"}
+
+
+# ----- small helpers ----------------------------------------------------------------------
+
+def log(text: str) -> None:
+    print(f"build: {text}", flush=True)
+
+
+def run(argv: list[str], **kw: object) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed (exit {proc.returncode}):\n"
+                         f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+    return str(proc.stdout)
+
+
+def copy(src: Path, dest: Path) -> None:
+    """Copy a file, following symlinks, keeping its mode."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() or dest.is_symlink():
+        dest.unlink()
+    shutil.copy2(src, dest, follow_symlinks=True)
+
+
+def link(target: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(target)
+
+
+def inside(sysroot: Path, path: str) -> Path:
+    """A path of the target system, resolved inside the sysroot (symlinks kept inside)."""
+    current = sysroot
+    parts = [p for p in path.split("/") if p]
+    seen = 0
+    while parts:
+        part = parts.pop(0)
+        candidate = current / part
+        if candidate.is_symlink():
+            seen += 1
+            if seen > 40:
+                raise SystemExit(f"symlink loop at {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = sysroot
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        if part == "..":
+            current = current.parent if current != sysroot else sysroot
+            continue
+        current = candidate
+    return current
+
+
+# ----- the release's files ----------------------------------------------------------------------
+
+class Sysroot:
+    """Every package of the release unpacked into one tree."""
+
+    def __init__(self, path: Path, release: debian.Release) -> None:
+        self.path, self.release = path, release
+        self.loader = inside(path, "/lib64/ld-linux-x86-64.so.2")
+        self.lib_dirs = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
+                         "/usr/lib"]
+
+    def file(self, path: str) -> Path:
+        found = inside(self.path, path)
+        if not found.exists():
+            raise SystemExit(f"{path} is not in the {self.release.suite} packages")
+        return found
+
+    def needed(self, binary: Path, root: Path) -> dict[str, str | None]:
+        """soname -> path inside `root` (None: not found), resolved by the release's own
+        loader with only `root`'s library directories: never the host's ldd."""
+        libpath = ":".join(str(root / d.lstrip("/")) for d in self.lib_dirs)
+        proc = subprocess.run([str(self.loader), "--library-path", libpath, "--list",
+                               str(binary)], capture_output=True, text=True, check=False,
+                              env={"LC_ALL": "C"})
+        out: dict[str, str | None] = {}
+        if proc.returncode != 0 and "not a dynamic executable" in proc.stdout + proc.stderr:
+            return out
+        for line in proc.stdout.splitlines():
+            line = line.strip()
+            m = re.match(r"(\S+) => (\S+|not found)", line)
+            if m:
+                out[m[1]] = None if m[2] == "not found" else m[2]
+        return out
+
+
+# ----- the image tree ----------------------------------------------------------------------
+
+class Tree:
+    def __init__(self, root: Path, sysroot: Sysroot) -> None:
+        self.root, self.sys = root, sysroot
+        if root.exists():
+            shutil.rmtree(root)
+        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run",
+                  "etc", "root", "mnt", "var/lib/xen", "var/log/xen/console", "lib64",
+                  "lib/x86_64-linux-gnu"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        link("../run", root / "var/run")
+        link("../run/lock", root / "var/lock")
+        (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (root / "etc/group").write_text("root:x:0:\ntty:x:5:\nuucp:x:10:\n")
+        (root / "etc/fstab").write_text("# RAM-resident: nothing to mount from a disk\n")
+        (root / "etc/insserv.conf").write_text("# no LSB init scripts here\n")
+        (root / "etc/shadow").write_text("root::0:0:99999:7:::\n")
+        (root / "etc/shadow").chmod(0o600)
+        self.binaries: list[str] = []
+
+    def put(self, path: str, src: str | None = None) -> Path:
+        dest = self.root / path.lstrip("/")
+        copy(self.sys.file(src or path), dest)
+        return dest
+
+    def put_tree(self, path: str, skip: Iterable[str] = ()) -> None:
+        src = self.sys.file(path)
+        dest = self.root / path.lstrip("/")
+        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(*skip))
+
+    def binary(self, path: str) -> None:
+        self.put(path)
+        self.binaries.append(path)
+
+    def busybox(self) -> None:
+        self.put("/bin/busybox")
+        applets = run([str(self.root / "bin/busybox"), "--list-full"]).split()
+        for applet in applets:
+            dest = self.root / applet
+            if not dest.exists() and not dest.is_symlink():
+                link(os.path.relpath("/bin/busybox", "/" + str(Path(applet).parent)), dest)
+
+    def xen_tools(self, dom0: bool) -> None:
+        xb = f"/usr/lib/xen-{self.sys.release.xen}/bin"
+        tools = XEN_TOOLS if dom0 else ["xl", "libxl-save-helper", "vchan-socket-proxy"]
+        for tool in tools:
+            self.binary(f"{xb}/{tool}")
+        link(f"{xb}/xl", self.root / "usr/sbin/xl")
+        self.binary("/usr/bin/xenstore")
+        for name in XENSTORE_LINKS:
+            link("xenstore", self.root / f"usr/bin/xenstore-{name}")
+        self.put_tree("/etc/xen/scripts")
+        self.put("/etc/xen/xl.conf")
+        # ldd never lists it, xl needs it for pthread_cancel (XEN-LAB.md)
+        self.put("/lib/x86_64-linux-gnu/libgcc_s.so.1")
+
+    def libraries(self) -> list[str]:
+        """Copy the closure of every binary and shared object in the tree; returns sonames
+        that the release's packages listed here do not provide (must be empty)."""
+        missing: set[str] = set()
+        loader = "/lib64/ld-linux-x86-64.so.2"
+        copy(self.sys.loader, self.root / loader.lstrip("/"))
+        for _ in range(10):  # until nothing new is copied
+            added = False
+            for elf in self.elves():
+                for soname, where in self.sys.needed(elf, self.sys.path).items():
+                    if where is None:
+                        missing.add(f"{soname} (for {elf.relative_to(self.root)})")
+                        continue
+                    rel = Path(where).relative_to(self.sys.path)
+                    dest = self.root / rel
+                    if not dest.exists():
+                        copy(Path(where), dest)
+                        added = True
+            if not added:
+                break
+        return sorted(missing)
+
+    def elves(self) -> list[Path]:
+        out = []
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.suffix not in (".ko", ".py",
+                                                                                 ".pyc"):
+                with path.open("rb") as f:
+                    if f.read(4) == b"\x7fELF":
+                        out.append(path)
+        return out
+
+    def unresolved(self) -> list[str]:
+        """Every ELF resolved by the image's own loader against the image only."""
+        problems = []
+        for elf in self.elves():
+            for soname, where in self.sys.needed(elf, self.root).items():
+                if where is None:
+                    problems.append(f"{elf.relative_to(self.root)}: {soname} not found")
+        return problems
+
+
+# ----- kernel modules ----------------------------------------------------------------------
+
+def modinfo_depends(ko: Path) -> list[str]:
+    data = ko.read_bytes()
+    if ko.name.endswith(".xz"):
+        data = lzma.decompress(data)
+    m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", data)
+    return [d.replace("-", "_") for d in m[1].decode().split(",") if d] if m else []
+
+
+class Modules:
+    def __init__(self, sysroot: Sysroot, version: str) -> None:
+        self.version = version
+        self.base = sysroot.file(f"/lib/modules/{version}")
+        self.by_name: dict[str, Path] = {}
+        for ko in self.base.rglob("*.ko*"):
+            name = ko.name.split(".ko")[0].replace("-", "_")
+            self.by_name[name] = ko
+
+    def closure(self, wanted: list[str]) -> tuple[list[str], list[str]]:
+        """(every module needed, the ones the closure added to the allowlist)."""
+        out: list[str] = []
+        todo = [w.replace("-", "_") for w in wanted]
+        while todo:
+            name = todo.pop(0)
+            if name in out:
+                continue
+            if name not in self.by_name:
+                raise SystemExit(f"kernel module {name} is not in {self.version}")
+            out.append(name)
+            todo += modinfo_depends(self.by_name[name])
+        allow = {w.replace("-", "_") for w in wanted}
+        return out, [m for m in out if m not in allow]
+
+    def _load_order(self, name: str) -> list[str]:
+        """name's dependencies, deepest first, then name (DFS post-order)."""
+        order: list[str] = []
+
+        def visit(module: str) -> None:
+            for dep in modinfo_depends(self.by_name[module]):
+                if dep not in order:
+                    visit(dep)
+            if module not in order:
+                order.append(module)
+        visit(name)
+        return order
+
+    def install(self, tree: Tree, names: list[str]) -> None:
+        dest = tree.root / "lib/modules" / self.version
+        dep_lines = []
+        for name in names:
+            ko = self.by_name[name]
+            rel = ko.relative_to(self.base)
+            copy(ko, dest / rel)
+            # as depmod writes it: every dependency, transitively, loaded last to first
+            deps = [str(self.by_name[d].relative_to(self.base))
+                    for d in reversed(self._load_order(name)[:-1])]
+            dep_lines.append(f"{rel}: {' '.join(deps)}".rstrip())
+        (dest / "modules.dep").write_text("\n".join(dep_lines) + "\n")
+        for extra in ("modules.builtin", "modules.order"):
+            if (self.base / extra).exists():
+                copy(self.base / extra, dest / extra)
+        for name in names:  # complete closure, checked
+            for dep in modinfo_depends(self.by_name[name]):
+                if dep not in names:
+                    raise SystemExit(f"module closure incomplete: {name} needs {dep}")
+
+
+# ----- python ----------------------------------------------------------------------
+
+def python_deps(cache: Path, py: str) -> Path:
+    """orchestrator's dependencies as wheels for the release's python, unpacked once."""
+    wheels = cache / f"wheels-py{py}"
+    site = cache / f"site-py{py}"
+    if not (site / ".done").exists():
+        wheels.mkdir(parents=True, exist_ok=True)
+        run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels),
+             "--only-binary=:all:", "--python-version", py, "--implementation", "cp",
+             "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+             *PY_DEPS])
+        if site.exists():
+            shutil.rmtree(site)
+        import zipfile
+
+        for wheel in sorted(wheels.glob("*.whl")):
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(site)
+        (site / ".done").touch()
+    return site
+
+
+def python_modules(sysroot: Sysroot, site: Path) -> dict[str, Path]:
+    """Every module orchestrator can import (bytecode scan of every function, so lazy
+    imports count), found in the release's stdlib and the dependencies."""
+    from modulefinder import ModuleFinder
+
+    py = sysroot.release.python
+    stdlib = sysroot.file(f"/usr/lib/python{py}")
+    path = [str(REPO), str(site), str(stdlib), str(stdlib / "lib-dynload")]
+    finder = ModuleFinder(path=path, excludes=sorted(PY_EXCLUDE))
+    for module in sorted((REPO / "orchestrator").rglob("*.py")):
+        finder.run_script(str(module))
+    for top in ("pyxs", "psutil", "structlog", "tenacity", "encodings"):
+        finder.import_hook(top)
+        for sub in (site / top).glob("*.py") if (site / top).is_dir() else []:
+            finder.import_hook(f"{top}.{sub.stem}")
+    finder.import_hook("encodings.ascii")
+    finder.import_hook("encodings.utf_8")
+    finder.import_hook("encodings.latin_1")
+    finder.import_hook("encodings.idna")  # http.client encodes host names by codec lookup
+    out = {}
+    for name, module in finder.modules.items():
+        if module.__file__ and not name.startswith("orchestrator") and name != "__main__":
+            out[name] = Path(module.__file__)
+    return out
+
+
+def install_python(tree: Tree, sysroot: Sysroot, site: Path) -> dict[str, list[str]]:
+    py = sysroot.release.python
+    tree.binary(f"/usr/bin/python{py}")
+    link(f"python{py}", tree.root / "usr/bin/python3")
+    stdlib = sysroot.file(f"/usr/lib/python{py}")
+    dest_std = tree.root / f"usr/lib/python{py}"
+    dest_site = tree.root / "usr/lib/python3/dist-packages"
+    kept: dict[str, list[str]] = {"stdlib": [], "deps": [], "extensions": []}
+    import py_compile
+
+    for name, src in sorted(python_modules(sysroot, site).items()):
+        if src.is_relative_to(stdlib):
+            rel, base, kind = src.relative_to(stdlib), dest_std, "stdlib"
+        else:
+            rel, base, kind = src.relative_to(site), dest_site, "deps"
+        if src.suffix == ".so":
+            copy(src, base / rel)
+            kept["extensions"].append(name)
+            continue
+        kept[kind].append(name)
+        target = base / rel.with_suffix(".pyc")  # sourceless: compiled once, here
+        target.parent.mkdir(parents=True, exist_ok=True)
+        py_compile.compile(str(src), cfile=str(target), dfile=f"/{rel}", doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    # psutil's and the others' package metadata is not needed at run time
+    for pkg in (REPO / "orchestrator").rglob("*.py"):
+        rel = pkg.relative_to(REPO)
+        target = dest_site / rel.with_suffix(".pyc")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        py_compile.compile(str(pkg), cfile=str(target), dfile=f"/{rel}", doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    script = tree.root / "usr/bin/orchestrate"
+    script.write_text(f"#!/usr/bin/python{py}\nfrom orchestrator.cli import main\nmain()\n")
+    script.chmod(0o755)
+    return kept
+
+
+# ----- cpio ----------------------------------------------------------------------
+
+def write_cpio(root: Path, out: Path) -> int:
+    """A gzipped newc archive of `root`, deterministic (sorted, mtime 0, owner root)."""
+    buf = io.BytesIO()
+    ino = 1
+
+    def header(name: str, mode: int, size: int, nlink: int, rdev: tuple[int, int]) -> None:
+        nonlocal ino
+        fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
+        buf.write(b"070701" + b"".join(f"{f:08X}".encode() for f in fields))
+        buf.write(name.encode() + b"\0")
+        buf.write(b"\0" * (-(110 + len(name) + 1) % 4))
+        ino += 1
+
+    paths = sorted(p for p in root.rglob("*"))
+    for path in paths:
+        rel = str(path.relative_to(root))
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            data = os.readlink(path).encode()
+            header(rel, st.st_mode, len(data), 1, (0, 0))
+            buf.write(data + b"\0" * (-len(data) % 4))
+        elif stat.S_ISDIR(st.st_mode):
+            header(rel, st.st_mode, 0, 2, (0, 0))
+        elif stat.S_ISREG(st.st_mode):
+            data = path.read_bytes()
+            header(rel, st.st_mode, len(data), 1, (0, 0))
+            buf.write(data + b"\0" * (-len(data) % 4))
+    header("TRAILER!!!", 0, 0, 1, (0, 0))
+    raw = buf.getvalue()
+    out.write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))
+    return len(raw)
+
+
+def gz_size(root: Path, parts: Iterable[Path]) -> int:
+    """gzip -9 size of the given files and links (how much they add to the image)."""
+    buf = io.BytesIO()
+    for part in parts:
+        for path in sorted([part] if part.is_file() or part.is_symlink() else part.rglob("*")):
+            if path.is_symlink():
+                buf.write(os.readlink(path).encode())
+            elif path.is_file():
+                buf.write(path.read_bytes())
+    return len(gzip.compress(buf.getvalue(), compresslevel=9))
+
+
+# ----- the kernel ----------------------------------------------------------------------
+
+def extract_vmlinux(bzimage: Path) -> bytes:
+    data = bzimage.read_bytes()
+    for magic, decompress in ((b"\xfd7zXZ\x00", lzma.decompress),
+                              (b"\x1f\x8b\x08", gzip.decompress)):
+        offset = data.find(magic)
+        if offset >= 0:
+            try:
+                if magic.startswith(b"\xfd"):
+                    out = lzma.LZMADecompressor().decompress(data[offset:])
+                else:
+                    out = decompress(data[offset:])
+            except (lzma.LZMAError, OSError, EOFError):
+                continue
+            if out[:4] == b"\x7fELF":
+                return out
+    raise SystemExit(f"no xz or gzip vmlinux payload in {bzimage}")
+
+
+# ----- assembling ----------------------------------------------------------------------
+
+def guest_tree(root: Path, sysroot: Sysroot, modules: Modules, role: str) -> Tree:
+    tree = Tree(root, sysroot)
+    tree.busybox()
+    tree.binary("/bin/bash")
+    tree.xen_tools(dom0=False)
+    names, _ = modules.closure(GUEST_MODULES[role])
+    modules.install(tree, names)
+    for name in ("init", f"role-{role}.sh", "udhcpc.script"):
+        src = HERE / "guest" / name
+        if src.exists():
+            copy(src, tree.root / ("init" if name == "init" else f"etc/{name}"))
+    (tree.root / "init").chmod(0o755)
+    (tree.root / "etc/role").write_text(role + "\n")
+    return tree
+
+
+def dom0_tree(root: Path, sysroot: Sysroot, modules: Modules, site: Path,
+              units: Path, lab: bool) -> tuple[Tree, dict[str, object]]:
+    tree = Tree(root, sysroot)
+    tree.busybox()
+    tree.binary("/bin/bash")
+    tree.xen_tools(dom0=True)
+    # OpenRC under busybox init (Alpine's arrangement): /etc/inittab runs the runlevels
+    for path in ("/sbin/openrc", "/sbin/openrc-run", "/sbin/rc-service", "/sbin/rc-update",
+                 "/bin/rc-status", "/sbin/start-stop-daemon", "/sbin/supervise-daemon"):
+        if inside(sysroot.path, path).exists():
+            tree.binary(path)
+    tree.put_tree("/lib/rc")
+    tree.put("/etc/rc.conf")
+    for level in ("sysinit", "boot", "default", "shutdown", "nonetwork"):
+        (tree.root / "etc/runlevels" / level).mkdir(parents=True, exist_ok=True)
+    for name in ("inittab", "rc.dom0", "hostname", "profile"):
+        copy(HERE / "dom0" / name, tree.root / "etc" / name)
+    (tree.root / "etc/rc.dom0").chmod(0o755)
+    initd = tree.root / "etc/init.d"
+    initd.mkdir(parents=True, exist_ok=True)
+    copy(REPO / "units/openrc/orchestrator", initd / "orchestrator")
+    (tree.root / "etc/conf.d").mkdir(parents=True, exist_ok=True)
+    copy(REPO / "units/openrc/orchestrator.confd", tree.root / "etc/conf.d/orchestrator")
+    link("/etc/init.d/orchestrator", tree.root / "etc/runlevels/default/orchestrator")
+    if lab:
+        copy(HERE / "lab/lab-report", initd / "lab-report")
+        link("/etc/init.d/lab-report", tree.root / "etc/runlevels/default/lab-report")
+    shutil.copytree(units, tree.root / "etc/orchestrator/units",
+                    ignore=shutil.ignore_patterns("openrc"))
+    names, added = modules.closure(DOM0_MODULES + DOM0_DRIVERS)
+    modules.install(tree, names)
+    (tree.root / "etc/modules").write_text("".join(f"{m}\n" for m in DOM0_DRIVERS))
+    kept = install_python(tree, sysroot, site)
+    link("/bin/busybox", tree.root / "init")  # the kernel runs /init: busybox init
+    info: dict[str, object] = {"modules": names, "closure_added": added, "python": kept}
+    return tree, info
+
+
+def lab_units(dest: Path, images: dict[str, bytes], release: debian.Release) -> None:
+    """The example units, pointing at the lab's build server and images."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(REPO / "units", dest, ignore=shutil.ignore_patterns("openrc"))
+    host = dest / "host.toml"
+    text = host.read_text()
+    text = re.sub(r'tools_path = \[.*\]', f'tools_path = ["/usr/lib/xen-{release.xen}/bin"]',
+                  text)
+    text = re.sub(r'^url = ".*"', 'url = "http://10.0.2.100/images/"', text, flags=re.M)
+    host.write_text(text)
+    for unit in (dest / "domains").glob("*.toml"):
+        out, url = [], None
+        for line in unit.read_text().splitlines():
+            if m := re.match(r'^url\s*=\s*"([^"]+)"', line):
+                url = m[1].rsplit("/", 1)[-1]
+                line = f'url = "{url}"'
+            elif url and line.startswith("sha256"):
+                line = f'sha256 = "{hashlib.sha256(images[url]).hexdigest()}"'
+            elif url and line.startswith("size"):
+                line = f"size = {len(images[url])}"
+            out.append(line)
+        unit.write_text("\n".join(out) + "\n")
+
+
+def build(xen: str, out: Path, cache: Path, lab: bool) -> dict[str, object]:
+    release = debian.RELEASES[xen]
+    apt = debian.Apt(cache, release)
+    log(f"Xen {xen} from Debian {release.suite} (private apt state in {apt.dir})")
+    apt.update()
+    kernel_pkg = next(d for d in apt.depends(release.kernel_meta)
+                      if d.startswith("linux-image-"))
+    packages = [p.format(xen=xen, py=release.python)
+                for p in BASE_PACKAGES + DOM0_PACKAGES] + [kernel_pkg]
+    debs = apt.download(packages)
+    sysroot_path = cache / f"sysroot-{release.suite}"
+    debian.unpack(debs, sysroot_path)
+    sysroot = Sysroot(sysroot_path, release)
+    kversion = kernel_pkg.removeprefix("linux-image-")
+    modules = Modules(sysroot, kversion)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, object] = {"xen": xen, "suite": release.suite, "kernel": kversion,
+                                 "packages": sorted(d.name for d in debs)}
+
+    # hypervisor and kernels
+    xen_gz = sysroot.file(f"/boot/xen-{xen}-amd64.gz")
+    (out / "xen").write_bytes(gzip.decompress(xen_gz.read_bytes()))
+    bzimage = sysroot.file(f"/boot/vmlinuz-{kversion}")
+    copy(bzimage, out / "vmlinuz")
+    images_dir = out / "images"
+    images_dir.mkdir(exist_ok=True)
+    images: dict[str, bytes] = {"vmlinux": extract_vmlinux(bzimage)}
+
+    # guests
+    for role in GUEST_MODULES:
+        tree = guest_tree(out / f"{role}-root", sysroot, modules, role)
+        missing = tree.libraries()
+        if missing:
+            raise SystemExit(f"{role}: libraries no listed package provides: {missing}")
+        if problems := tree.unresolved():
+            raise SystemExit(f"{role}: unresolved inside the image: {problems}")
+        write_cpio(tree.root, images_dir / f"{role}.cpio.gz")
+        images[f"{role}.cpio.gz"] = (images_dir / f"{role}.cpio.gz").read_bytes()
+        shutil.rmtree(tree.root)
+    (images_dir / "vmlinux").write_bytes(images["vmlinux"])
+
+    # dom0
+    lab_units(out / "units", images, release)
+    site = python_deps(cache, release.python)
+    tree, info = dom0_tree(out / "dom0-root", sysroot, modules, site, out / "units", lab)
+    missing = tree.libraries()
+    if missing:
+        raise SystemExit(f"dom0: libraries no listed package provides: {missing}")
+    if problems := tree.unresolved():
+        raise SystemExit(f"dom0: unresolved inside the image: {problems}")
+    check_binaries(tree)
+    check_python(tree, release.python)
+    raw = write_cpio(tree.root, out / "dom0.cpio.gz")
+    report.update(info)
+    report["sizes"] = sizes(tree, release, raw, out)
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+    return report
+
+
+def check_binaries(tree: Tree) -> None:
+    for path in tree.binaries:
+        f = tree.root / path.lstrip("/")
+        if not (f.is_file() and os.access(f, os.X_OK)):
+            raise SystemExit(f"dom0: {path} missing or not executable")
+
+
+def check_python(tree: Tree, py: str) -> None:
+    """Every orchestrator module imports inside the image (chroot, the image's python)."""
+    modules = sorted({".".join(p.relative_to(REPO).with_suffix("").parts)
+                      for p in (REPO / "orchestrator").rglob("*.py")} - {
+        "orchestrator.__main__"})
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r} + ['pyxs', 'psutil', 'tenacity', 'structlog',"
+            " 'urllib.request', 'http.client', 'concurrent.futures', 'hashlib']:\n"
+            "    importlib.import_module(m)\n"
+            "import hashlib; hashlib.sha256(b'x').hexdigest()\n"
+            "assert 'ssl' not in sys.modules, 'ssl was imported'\n"
+            "print('ok', len(sys.modules))\n")
+    out = run(["chroot", str(tree.root), f"/usr/bin/python{py}", "-c", code])
+    if not out.startswith("ok"):
+        raise SystemExit(f"import check in the image failed: {out}")
+    out = run(["chroot", str(tree.root), "/usr/bin/orchestrate", "check"])
+    log(f"in the image: {out.strip()}")
+
+
+def sizes(tree: Tree, release: debian.Release, raw: int, out: Path) -> dict[str, int]:
+    r = tree.root
+    py = release.python
+    parts = {
+        "kernel modules": [r / "lib/modules"],
+        "xen tools": [r / f"usr/lib/xen-{release.xen}", r / "usr/bin/xenstore",
+                      r / "etc/xen"] + sorted((r / "usr/lib/x86_64-linux-gnu").glob("libxen*"))
+        + sorted((r / "usr/lib/x86_64-linux-gnu").glob("libxl*")),
+        "python runtime": [r / f"usr/bin/python{py}", r / f"usr/lib/python{py}"],
+        "orchestrator and deps": [r / "usr/lib/python3/dist-packages", r / "usr/bin/orchestrate",
+                                  r / "etc/orchestrator"],
+        "openrc": [r / "lib/rc", r / "sbin/openrc", r / "sbin/openrc-run"],
+        "busybox and bash": [r / "bin/busybox", r / "bin/bash"],
+    }
+    out_sizes = {name: gz_size(r, paths) for name, paths in parts.items()}
+    out_sizes["python runtime + orchestrator + deps"] = (
+        out_sizes["python runtime"] + out_sizes["orchestrator and deps"])
+    out_sizes["dom0.cpio.gz"] = (out / "dom0.cpio.gz").stat().st_size
+    out_sizes["dom0 unpacked"] = raw
+    return out_sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--xen", default="4.17", choices=sorted(debian.RELEASES))
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "lab")
+    parser.add_argument("--cache", type=Path, default=REPO / "build" / "cache")
+    parser.add_argument("--no-lab", action="store_true",
+                        help="leave out the lab's report service")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("build.py needs root (chroot for the import check)")
+    report = build(args.xen, args.out.resolve(), args.cache.resolve(), not args.no_lab)
+    for name, size in report["sizes"].items():  # type: ignore[attr-defined]
+        log(f"{name:38} {size / 1e6:7.2f} MB")
+    log(f"kernel modules: {len(report['modules'])} "  # type: ignore[arg-type]
+        f"(the closure added {', '.join(report['closure_added']) or 'nothing'})")  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The real-Xen lab: Xen + the dom0 image from initramfs-hooks under QEMU (TCG).
+
+    python -m tests.lab.runner [--out build/lab] [--scenario ok|server-down] [--timeout 600]
+
+Starts the build server on 127.0.0.1 (a random port) serving build/lab/images, boots Xen
+under QEMU (q35 + intel-iommu, e1000 at 00:03.0 and an xHCI controller at 00:04.0, user
+networking with restrict=on and a guestfwd of 10.0.2.100:80 to the build server), captures
+the serial console to a file, stops on the lab report's last line, a poweroff or a timeout,
+and always ends every process it started. Never two labs at once: a lock file says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.sandbox.fakes.buildserver import BuildServer  # noqa: E402
+
+LOCK = Path("/tmp/xen-boot-lab.lock")
+DONE = re.compile(r"@@LAB done|reboot: Power down|Entering ACPI S5|\(XEN\) Hardware Dom0 "
+                  r"halted")
+QEMU_MEMORY_MIB = 1536
+DOM0_MEMORY = "512M"
+
+
+@dataclass
+class LabRun:
+    capture: Path
+    returncode: int | None
+    seconds: float
+    peak_rss_mib: float
+    timed_out: bool
+    requests: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def text(self) -> str:
+        return self.capture.read_bytes().decode("utf-8", "replace")
+
+    def lab(self, key: str) -> list[str]:
+        """Values of the `@@LAB <key> <value>` lines."""
+        out = []
+        for line in self.text().splitlines():
+            line = line.rstrip("\r")
+            m = re.search(r"@@LAB " + re.escape(key) + r" ?(.*)$", line)
+            if m:
+                out.append(m.group(1))
+        return out
+
+    def data(self, domain: str, key: str) -> str | None:
+        values = self.lab(f"data {domain} {key}")
+        return values[-1] if values else None
+
+
+def qemu_argv(out: Path, port: int, cmdline_extra: str = "") -> list[str]:
+    relay = f"{sys.executable} {REPO / 'tests/lab/relay.py'} 127.0.0.1 {port}"
+    xen_cmdline = (f"console=com1 com1=115200,8n1 dom0_mem={DOM0_MEMORY},max:{DOM0_MEMORY} "
+                   "loglvl=all guest_loglvl=all noreboot console_timestamps=boot")
+    dom0_cmdline = "console=hvc0 earlyprintk=xen panic=-1 rootfstype=ramfs " + cmdline_extra
+    return [
+        "qemu-system-x86_64",
+        "-accel", "tcg,thread=multi,tb-size=256", "-cpu", "qemu64,+rdrand",
+        "-machine", "q35", "-m", str(QEMU_MEMORY_MIB), "-smp", "2",
+        "-device", "intel-iommu,intremap=on",
+        "-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:{relay}",
+        "-device", "e1000,netdev=n0,addr=03.0",
+        "-device", "qemu-xhci,addr=04.0",
+        "-nographic", "-no-reboot", "-serial", "stdio", "-monitor", "none",
+        "-kernel", str(out / "xen"), "-append", xen_cmdline,
+        "-initrd", f"{out / 'vmlinuz'} {dom0_cmdline.strip()},{out / 'dom0.cpio.gz'}",
+    ]
+
+
+def serve_images(out: Path) -> BuildServer:
+    files = {f"/images/{p.name}": p.read_bytes() for p in (out / "images").iterdir()}
+    return BuildServer(files).start()
+
+
+def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = False,
+         echo: bool = False) -> LabRun:
+    """One lab boot; returns when the lab report is done, QEMU exits, or the timeout."""
+    lock = open(LOCK, "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another lab is running ({LOCK}): never two QEMU labs at once") from None
+    server = serve_images(out)
+    port = server.port
+    if server_down:
+        server.stop()  # nothing listens there now: connections are refused
+    capture.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(qemu_argv(out, port), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    done = threading.Event()
+    timed_out = False
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with capture.open("wb") as f:
+            for line in iter(proc.stdout.readline, b""):
+                f.write(line)
+                f.flush()
+                if echo:
+                    sys.stdout.write(line.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                if DONE.search(line.decode("utf-8", "replace")):
+                    done.set()
+        done.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    rusage = None
+    status = None
+    try:
+        if not done.wait(timeout):
+            timed_out = True
+        # the report's poweroff ends QEMU by itself; give it a moment, then end it
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.1)
+    finally:
+        if status is None:
+            _kill(proc)
+            _, status, rusage = os.wait4(proc.pid, 0)
+        reader.join(5)
+        server.stop()
+        lock.close()
+    returncode = os.waitstatus_to_exitcode(status) if status is not None else None
+    peak = rusage.ru_maxrss / 1024 if rusage is not None else 0.0
+    return LabRun(capture, returncode, time.monotonic() - started, peak, timed_out,
+                  [tuple(r) for r in server.requests])  # type: ignore[misc]
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(50):
+            if proc.poll() is not None:
+                return
+            time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "lab")
+    parser.add_argument("--scenario", choices=("ok", "server-down"), default="ok")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--capture", type=Path)
+    parser.add_argument("--echo", action="store_true", help="copy the console to stdout")
+    args = parser.parse_args()
+    capture = args.capture or args.out / f"capture-{args.scenario}.log"
+    run = boot(args.out, capture, args.timeout, args.scenario == "server-down", args.echo)
+    print(f"lab: {args.scenario}: QEMU exit {run.returncode}, {run.seconds:.1f} s wall, "
+          f"peak RSS {run.peak_rss_mib:.0f} MiB{', TIMED OUT' if run.timed_out else ''}; "
+          f"console in {capture}")
+    sys.exit(1 if run.timed_out else 0)
+
+
+if __name__ == "__main__":
+    main()
