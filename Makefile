@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: all venv test test-unit test-sandbox check dry-run measure clean
+.PHONY: all venv lab images test test-unit test-sandbox test-lab check dry-run measure clean
 
 all: test
 
@@ -15,7 +15,16 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-## every test tier present in tests/ (unit, sandbox)
+## the main job: build the images, boot the lab (real Xen under QEMU), review its console
+lab: images
+	$(PY) -m tests.lab.runner --out build/lab
+	$(VENV)/bin/orchestrate review build/lab/capture-ok.log
+
+## the dom0 and guest images from Debian's packages (needs root: chroot check)
+images: venv
+	$(PY) initramfs-hooks/build.py --out build/lab
+
+## every test tier: unit, sandbox, and the lab (real Xen under QEMU, about 2 minutes)
 test: venv
 	$(PY) -m pytest -q tests
 
@@ -24,6 +33,9 @@ test-unit: venv
 
 test-sandbox: venv
 	$(PY) -m pytest -q tests/sandbox
+
+test-lab: venv
+	$(PY) -m pytest -q tests/lab
 
 ## ruff and mypy (strict) over the package
 check: venv

@@ -226,6 +226,7 @@ class Tree:
         for tool in tools:
             self.binary(f"{xb}/{tool}")
         link(f"{xb}/xl", self.root / "usr/sbin/xl")
+        link(f"{xb}/vchan-socket-proxy", self.root / "usr/bin/vchan-socket-proxy")
         self.binary("/usr/bin/xenstore")
         for name in XENSTORE_LINKS:
             link("xenstore", self.root / f"usr/bin/xenstore-{name}")

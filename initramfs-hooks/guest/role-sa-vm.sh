@@ -11,4 +11,7 @@ R ready 1
 	vchan-socket-proxy -m server -s data/vchan_state "$W" \
 		"/local/domain/$DOMID/ipc/direct/$W" 3 > /tmp/vchan.log 2>&1 &
 	R vchan_server "serving workload-vm (domid $W)"
+	sleep 5
+	R vchan_server_log "$(tr '\n' ' ' < /tmp/vchan.log) nodes: $(xenstore-ls -p \
+		"/local/domain/$DOMID/ipc/direct/$W" 2>&1 | tr '\n' ' ')"
 ) &

@@ -1,0 +1,159 @@
+"""The top tier: real Xen 4.17 under QEMU (TCG), the dom0 image from initramfs-hooks.
+
+OpenRC starts orchestrate from units/openrc at boot; it does everything for real. The lab
+report service (initramfs-hooks/lab/lab-report) then prints what the guests wrote under
+their own data/ keys and what dom0 looks like as `@@LAB` lines; QEMU's serial capture is
+all these tests read. Two boots, one after the other (never two QEMU at once): the
+example appliance, and the same with the build server down.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.runner import REPO, LabRun, boot
+
+pytestmark = [pytest.mark.xen, pytest.mark.timeout(1200)]
+OUT = REPO / "build" / "lab"
+
+
+def domids(run: LabRun) -> dict[str, int]:
+    """{name: domid} as dom0's map says (net-vm and sa-vm start together: either may be 1)."""
+    values = run.lab("domids")
+    assert len(values) == 1, values
+    return {k: int(v) for k, v in (pair.split("=") for pair in values[0].split())}
+
+
+def ours(run: LabRun) -> list[str]:
+    """orchestrate's console lines in the capture (time since boot first)."""
+    return [m.group(0) for m in re.finditer(r"\[ *\d+\.\d\] [^\r\n]*", run.text())]
+
+
+@pytest.fixture(scope="module")
+def images() -> Path:
+    """Build the images from Debian's packages (cached downloads; about 20 s)."""
+    proc = subprocess.run([sys.executable, str(REPO / "initramfs-hooks/build.py"),
+                           "--out", str(OUT)], capture_output=True, text=True, timeout=1800,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return OUT
+
+
+@pytest.fixture(scope="module")
+def appliance(images: Path) -> Iterator[LabRun]:
+    run = boot(images, images / "capture-ok.log", timeout=400)
+    assert not run.timed_out, run.text()[-4000:]
+    yield run
+
+
+@pytest.fixture(scope="module")
+def server_down(images: Path, appliance: LabRun) -> Iterator[LabRun]:
+    run = boot(images, images / "capture-server-down.log", timeout=300, server_down=True)
+    assert not run.timed_out, run.text()[-4000:]
+    yield run
+
+
+def test_openrc_starts_orchestrate_and_it_brings_all_three_domains_up(
+        appliance: LabRun) -> None:
+    lines = ours(appliance)
+    assert any(re.search(r"orchestrate: OK: 3 domains are ready, [\d.]+ s \(exit 0\)", ln)
+               for ln in lines), "\n".join(lines[-30:])
+    text = appliance.text()
+    assert re.search(r"Bringing up the Xen appliance \(orchestrate\) \.\.\.", text)
+    assert " [ !! ]" not in text and "ERROR: orchestrator failed" not in text
+    assert sorted(domids(appliance).values()) == [1, 2, 3]
+    assert appliance.returncode == 0, "the lab report powers off cleanly"
+
+
+def test_every_step_ran_for_real_in_dom0(appliance: LabRun) -> None:
+    lines = "\n".join(ours(appliance))
+    ids = domids(appliance)
+    sa, work = ids["sa-vm"], ids["workload-vm"]
+    for text in (r"mknod /dev/xen/evtchn c 10 \d+ \(mode 0600\)",
+                 r"mknod /dev/hvc0 c 229 0",
+                 r"mount -t xenfs xenfs /proc/xen",
+                 r"check versions: Xen 4\.17\.\d+, tools 4\.17 \(libxenctrl\.so\.4\.17\)",
+                 r"xenstored --pid-file",
+                 r"check platform: IOMMU, HVM/PVH, dom0_mem=\d+M,max:\d+M",
+                 r"fetch http://10\.0\.2\.100/images/vmlinux",
+                 r"write /sys/bus/pci/drivers/pciback/bind <- 0000:00:03\.0",
+                 rf"net-vm ready as domid {ids['net-vm']}",
+                 rf"xenstore mkdir /local/domain/{sa}/ipc/direct/{work} \[n{sa} r{work}\]",
+                 rf"workload-vm ready as domid {work}"):
+        assert re.search(text, lines), text
+    status = appliance.lab("status")
+    assert "verdict: OK: 3 domains are ready" in " ".join(status)
+
+
+def test_nothing_of_orchestrate_remains_and_the_nic_went_to_net_vm(appliance: LabRun) -> None:
+    assert appliance.lab("orchestrator-processes") == ["0"]
+    processes = " ".join(appliance.lab("ps"))
+    assert "xenstored" in processes and "xenconsoled" in processes
+    assert "orchestrate" not in processes
+    assert appliance.lab("nic-driver") == ["pciback"]
+    assert len(re.findall(r"expected: xl monitor of (net-vm|sa-vm|workload-vm)",
+                          appliance.text())) == 3
+
+
+def test_workload_vm_reaches_net_vm_over_the_vif_it_serves(appliance: LabRun) -> None:
+    assert (appliance.data("net-vm", "nic") or "").endswith("52:54:00:12:34:56"), \
+        "net-vm drives the passed-through e1000"
+    ping = appliance.data("workload-vm", "vif_ping") or ""
+    assert ping.startswith("OK round-trip"), ping
+
+
+def test_a_direct_vchan_between_sa_vm_and_workload_vm_carries_data(
+        appliance: LabRun) -> None:
+    assert appliance.data("sa-vm", "vchan_state") == "running"
+    work = domids(appliance)["workload-vm"]
+    assert appliance.data("workload-vm", "vchan_client") == \
+        f"got [hello-over-vchan-from-{work}]"
+
+
+def test_net_vm_is_refused_on_what_it_was_not_granted(appliance: LabRun) -> None:
+    for key in ("probe_read_rendezvous", "probe_write_rendezvous", "probe_read_map_sa",
+                "probe_read_map_workload", "probe_write_map"):
+        value = appliance.data("net-vm", key) or "(no result)"
+        assert value.startswith("denied:"), f"{key}: {value}"
+    ids = domids(appliance)
+    net, sa, work = ids["net-vm"], ids["sa-vm"], ids["workload-vm"]
+    perms = " ".join(appliance.lab("perms-map"))
+    assert re.search(rf'sa-vm = "{sa}"[ .]*\(n0,r{min(sa, work)},r{max(sa, work)}\)', perms)
+    assert re.search(rf'net-vm = "{net}"[ .]*\(n0,r{net}\)', perms), perms
+    assert appliance.lab("rendezvous-before-probe") == ["exists"]
+    assert appliance.lab("rendezvous-after-probe") == ["exists"]
+    rendezvous = " ".join(appliance.lab("perms-rendezvous"))
+    assert re.search(rf'{work} = ""[ .]*\(n{sa},r{work}\)', rendezvous), rendezvous
+
+
+def test_the_review_of_the_real_capture(appliance: LabRun) -> None:
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "review",
+                           str(appliance.capture)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "verdict: OK: 3 domains are ready" in out
+    assert re.search(r"critical path: net-vm \([\d.]+ s\) -> workload-vm", out), out
+    for name in ("net-vm", "sa-vm", "workload-vm"):
+        assert re.search(rf"{name} +domid \d +[\d.]+ s", out), out
+
+
+def test_with_the_build_server_down_dom0_keeps_its_nic_and_nothing_is_created(
+        server_down: LabRun) -> None:
+    lines = "\n".join(ours(server_down))
+    assert re.search(r"\[5/9\] fetch-images failed: fetching http://10\.0\.2\.100/images/\S+ "
+                     r"failed after \d attempts", lines), lines[-3000:]
+    assert re.search(r"hint: check that the build server is up", lines)
+    assert re.search(r"orchestrate: FAILED at 5/9 fetch-images \(exit 1\)", lines)
+    text = server_down.text()
+    assert "ERROR: orchestrator failed to start" in text, "OpenRC shows the failure"
+    assert server_down.lab("nic-driver") == ["e1000"]
+    assert any("inet 10.0.2.15/24" in a for a in server_down.lab("dom0-addr"))
+    assert [ln.split()[0] for ln in server_down.lab("xl-list")[1:]] == ["Domain-0"]
+    assert server_down.lab("domids") == ["net-vm=- sa-vm=- workload-vm=-"]
