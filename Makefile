@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: all venv lab images test test-unit test-sandbox test-lab check dry-run measure clean
+.PHONY: all venv lab images bench test test-unit test-sandbox test-lab check dry-run measure clean
 
 all: test
 
@@ -19,6 +19,10 @@ venv: $(VENV)/.installed
 lab: images
 	$(PY) -m tests.lab.runner --out build/lab
 	$(VENV)/bin/orchestrate review build/lab/capture-ok.log
+
+## orchestrate against the seeds' sequential script: same lab, same images, two boots
+bench: images
+	$(PY) -m tests.lab.bench --out build/lab
 
 ## the dom0 and guest images from Debian's packages (needs root: chroot check)
 images: venv

@@ -543,6 +543,12 @@ def dom0_tree(root: Path, sysroot: Sysroot, modules: Modules, site: Path,
     if lab:
         copy(HERE / "lab/lab-report", initd / "lab-report")
         link("/etc/init.d/lab-report", tree.root / "etc/runlevels/default/lab-report")
+        copy(HERE / "lab/sequential-boot", tree.root / "usr/lib/lab/sequential-boot")
+        with (tree.root / "etc/conf.d/orchestrator").open("a") as confd:
+            confd.write("\n# lab only: `lab.sequential` on the kernel command line runs the "
+                        "seeds' way instead (make bench)\n"
+                        "if grep -qw lab.sequential /proc/cmdline; then\n"
+                        "\torchestrate_command=/usr/lib/lab/sequential-boot\nfi\n")
     shutil.copytree(units, tree.root / "etc/orchestrator/units",
                     ignore=shutil.ignore_patterns("openrc"))
     names, added = modules.closure(DOM0_MODULES + DOM0_DRIVERS)

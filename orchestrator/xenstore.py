@@ -45,13 +45,14 @@ class Xenstore(Protocol):
     def wait(
         self,
         watch: list[str],
-        ready: Callable[[], str | None],
+        ready: Callable[[str | None], str | None],
         timeout: float,
         what: str,
         tick: float = 2.0,
     ) -> str:
-        """Until ready() returns a text (which is returned) or timeout; re-evaluated on
-        every watch event on the `watch` paths and at least every `tick` seconds."""
+        """Until ready(event) returns a text (which is returned) or timeout; evaluated
+        first with None, on every watch event with the path that fired, and with None
+        after `tick` seconds without one."""
         ...
 
     def close(self) -> None: ...
@@ -89,7 +90,7 @@ class RecordingXenstore:
     def wait(
         self,
         watch: list[str],
-        ready: Callable[[], str | None],
+        ready: Callable[[str | None], str | None],
         timeout: float,
         what: str,
         tick: float = 2.0,
@@ -264,7 +265,7 @@ class PyxsXenstore:
     def wait(
         self,
         watch: list[str],
-        ready: Callable[[], str | None],
+        ready: Callable[[str | None], str | None],
         timeout: float,
         what: str,
         tick: float = 2.0,
@@ -287,18 +288,20 @@ class PyxsXenstore:
 
         _run_with_deadline(subscribe, self.timeout, f"watch {', '.join(watch)}")
         events: queue.Queue[Any] = holder["monitor"].events
+        fired: str | None = None
         try:
             while True:
-                outcome = ready()
+                outcome = ready(fired)
                 if outcome is not None:
                     return outcome
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise XenstoreError(f"timed out after {timeout:g} s waiting for {what}")
                 try:
-                    events.get(timeout=min(tick, left))
+                    event = events.get(timeout=min(tick, left))
+                    fired = bytes(event[0]).decode(errors="replace")
                 except queue.Empty:
-                    pass
+                    fired = None
         finally:
             threading.Thread(target=_quiet_close, args=(holder["client"],), daemon=True).start()
 

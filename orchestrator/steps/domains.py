@@ -26,7 +26,7 @@ from orchestrator.units import DomainUnit
 from orchestrator.xl import Xl
 from orchestrator.xlcfg import render_xl_config
 
-ALIVE_INTERVAL = 1.0  # seconds between `xl list` checks while a domain boots
+ALIVE_INTERVAL = 5.0  # seconds between `xl list` checks while a domain boots
 
 
 def xl_config_path(ctx: Context, name: str) -> str:
@@ -144,11 +144,12 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
 
     last_check = [0.0]
 
-    def alive() -> None:
-        """Raise if the domain crashed or is gone. `xl list` is a process: at most one
-        a second, however many watch events arrive."""
+    def alive(event: str | None) -> None:
+        """Raise if the domain crashed or is gone. `xl list` is a process (and costs a
+        lot of CPU under emulation): run it when xenstored says some domain shut down or
+        died (@releaseDomain), else at most every ALIVE_INTERVAL seconds."""
         now = time.monotonic()
-        if now - last_check[0] < ALIVE_INTERVAL:
+        if event != "@releaseDomain" and now - last_check[0] < ALIVE_INTERVAL:
             return
         last_check[0] = now
         state = xl.states().get(domain.name)
@@ -162,19 +163,19 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
     if readiness.mode == "xenstore":
         key = f"{home}/{readiness.key}"
 
-        def ready() -> str | None:
+        def ready(event: str | None) -> str | None:
             if store.read(key) is not None:
                 return f"{key} written"
-            alive()
+            alive(event)
             return None
 
         watch = [key, "@releaseDomain"]
     elif readiness.mode == "connected":
 
-        def ready() -> str | None:
+        def ready(event: str | None) -> str | None:
             if devices_connected(ctx, home):
                 return "all devices connected"
-            alive()
+            alive(event)
             return None
 
         # libxl wrote every frontend's `backend` key before `xl create` returned: watch
@@ -182,8 +183,8 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
         watch = [f"{home}/device", "@releaseDomain", *backend_states(ctx, home)]
     else:
 
-        def ready() -> str | None:
-            alive()
+        def ready(event: str | None) -> str | None:
+            alive(event)
             return "running"
 
         watch = ["@releaseDomain"]

@@ -43,6 +43,14 @@ class LabRun:
     peak_rss_mib: float
     timed_out: bool
     requests: list[tuple[str, int, int]] = field(default_factory=list)
+    stamps: list[tuple[float, str]] = field(default_factory=list)  # (host s, line)
+
+    def host_time(self, pattern: str) -> float | None:
+        """Host seconds after QEMU started at which a line matching pattern arrived."""
+        for seconds, line in self.stamps:
+            if re.search(pattern, line):
+                return seconds
+        return None
 
     def text(self) -> str:
         return self.capture.read_bytes().decode("utf-8", "replace")
@@ -87,7 +95,7 @@ def serve_images(out: Path) -> BuildServer:
 
 
 def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = False,
-         echo: bool = False) -> LabRun:
+         echo: bool = False, sequential: bool = False) -> LabRun:
     """One lab boot; returns when the lab report is done, QEMU exits, or the timeout."""
     lock = open(LOCK, "w")  # noqa: SIM115 - held for the whole run
     try:
@@ -100,12 +108,14 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
         server.stop()  # nothing listens there now: connections are refused
     capture.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    proc = subprocess.Popen(qemu_argv(out, port), stdin=subprocess.DEVNULL,
+    extra = "lab.sequential" if sequential else ""
+    proc = subprocess.Popen(qemu_argv(out, port, extra), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     assert proc.stdout is not None
     done = threading.Event()
     timed_out = False
+    stamps: list[tuple[float, str]] = []
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -113,6 +123,7 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
             for line in iter(proc.stdout.readline, b""):
                 f.write(line)
                 f.flush()
+                stamps.append((time.monotonic() - started, line.decode("utf-8", "replace")))
                 if echo:
                     sys.stdout.write(line.decode("utf-8", "replace"))
                     sys.stdout.flush()
@@ -144,7 +155,7 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
     returncode = os.waitstatus_to_exitcode(status) if status is not None else None
     peak = rusage.ru_maxrss / 1024 if rusage is not None else 0.0
     return LabRun(capture, returncode, time.monotonic() - started, peak, timed_out,
-                  [tuple(r) for r in server.requests])  # type: ignore[misc]
+                  [tuple(r) for r in server.requests], stamps)  # type: ignore[misc]
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -162,16 +173,27 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "lab")
-    parser.add_argument("--scenario", choices=("ok", "server-down"), default="ok")
+    parser.add_argument("--scenario", choices=("ok", "server-down", "sequential"),
+                        default="ok")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--capture", type=Path)
     parser.add_argument("--echo", action="store_true", help="copy the console to stdout")
     args = parser.parse_args()
     capture = args.capture or args.out / f"capture-{args.scenario}.log"
-    run = boot(args.out, capture, args.timeout, args.scenario == "server-down", args.echo)
+    run = boot(args.out, capture, args.timeout, args.scenario == "server-down", args.echo,
+               args.scenario == "sequential")
     print(f"lab: {args.scenario}: QEMU exit {run.returncode}, {run.seconds:.1f} s wall, "
           f"peak RSS {run.peak_rss_mib:.0f} MiB{', TIMED OUT' if run.timed_out else ''}; "
           f"console in {capture}")
+    for label, pattern in (("Xen starts", r"\(XEN\).*Xen version"),
+                           ("dom0 kernel starts", r"Linux version \d"),
+                           ("OpenRC starts", r"OpenRC .* is starting up"),
+                           ("orchestrate starts", r"orchestrate \S+ \(boot\), pid"),
+                           ("orchestrate verdict", r"orchestrate: (OK|FAILED|INTERR)"),
+                           ("lab report done", r"@@LAB done")):
+        seconds = run.host_time(pattern)
+        if seconds is not None:
+            print(f"  {seconds:6.1f} s after QEMU started: {label}")
     sys.exit(1 if run.timed_out else 0)
 
 

@@ -93,7 +93,7 @@ def test_wait_returns_on_the_watch_event_not_a_sleep_loop(xenstored: FakeXenstor
     threading.Thread(target=guest_writes_later, daemon=True).start()
     started = time.monotonic()
     # tick=30: only the watch event can end this wait early
-    outcome = store.wait([key], lambda: "ready" if store.read(key) else None, 5.0, "ready",
+    outcome = store.wait([key], lambda _: "ready" if store.read(key) else None, 5.0, "ready",
                          tick=30.0)
     assert outcome == "ready"
     assert time.monotonic() - started < 2.0
@@ -103,4 +103,4 @@ def test_wait_returns_on_the_watch_event_not_a_sleep_loop(xenstored: FakeXenstor
 def test_wait_times_out_with_what_it_waited_for(xenstored: FakeXenstored) -> None:
     store = PyxsXenstore(str(xenstored.socket_path), 2.0, get_logger())
     with pytest.raises(XenstoreError, match="waiting for net-vm data/ready"):
-        store.wait(["/local/domain/6/data/ready"], lambda: None, 0.4, "net-vm data/ready")
+        store.wait(["/local/domain/6/data/ready"], lambda _: None, 0.4, "net-vm data/ready")

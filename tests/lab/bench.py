@@ -1,0 +1,74 @@
+"""`make bench`: orchestrate against the seeds' sequential script, same lab, same images.
+
+Two lab boots, one after the other. Boot-to-all-ready is measured on dom0's clock (the
+console's uptimes) from the start of the bring-up program (orchestrate, or the script
+initramfs-hooks/lab/sequential-boot run in its place) to the line saying the last domain
+is ready; both do the same work (modules, xenstored, fetch, handoff, three domains, the map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.lab.runner import REPO, LabRun, boot
+
+
+@dataclass
+class Timing:
+    start: float
+    all_ready: float
+    per_domain: dict[str, float]
+
+    @property
+    def seconds(self) -> float:
+        return self.all_ready - self.start
+
+
+def orchestrate_timing(run: LabRun) -> Timing:
+    text = run.text()
+    start = re.search(r"\[ *(\d+\.\d)\] orchestrate \S+ \(boot\)", text)
+    ready = re.findall(r"\[ *(\d+\.\d)\] \[7/9\] (\S+) ready as domid \d+ \(([\d.]+) s", text)
+    if not start or len(ready) != 3:
+        raise SystemExit(f"no complete orchestrate run in {run.capture}")
+    return Timing(float(start[1]), max(float(r[0]) for r in ready),
+                  {name: float(s) for _, name, s in ready})
+
+
+def sequential_timing(run: LabRun) -> Timing:
+    text = run.text()
+    start = re.search(r"sequential: (\d+\.\d+) start", text)
+    ready = re.findall(r"sequential: (\d+\.\d+) ([a-z-]+-vm) ready", text)
+    if not start or len(ready) != 3:
+        raise SystemExit(f"no complete sequential run in {run.capture}")
+    times = [float(start[1])] + [float(r[0]) for r in ready]
+    per = {name: times[i + 1] - times[i] for i, (_, name) in enumerate(ready)}
+    return Timing(float(start[1]), max(float(r[0]) for r in ready), per)
+
+
+def bench(out: Path) -> tuple[Timing, Timing]:
+    ours = orchestrate_timing(boot(out, out / "capture-bench-orchestrate.log", timeout=400))
+    seq = sequential_timing(boot(out, out / "capture-bench-sequential.log", timeout=400,
+                                 sequential=True))
+    return ours, seq
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "lab")
+    args = parser.parse_args()
+    ours, seq = bench(args.out)
+    print(f"boot-to-all-ready: orchestrate {ours.seconds:.1f} s, sequential script "
+          f"{seq.seconds:.1f} s, ratio {ours.seconds / seq.seconds:.2f}x (aim <= 0.75x)")
+    print("  orchestrate create-to-ready: " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in ours.per_domain.items()))
+    print("  sequential, each step of the chain: " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in seq.per_domain.items()))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
