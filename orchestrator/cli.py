@@ -137,6 +137,8 @@ def _status(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     for name, step in state.steps.items():
         seconds = f" {step.seconds:.2f} s" if step.seconds is not None else ""
+        if step.cpu_seconds is not None:
+            seconds += f" (CPU {step.cpu_seconds:.2f} s)"
         print(f"{name:26} {step.status}{seconds}{': ' + step.error if step.error else ''}")
     for name, dom in state.domains.items():
         print(f"{name:26} {dom.status} domid {dom.domid if dom.domid is not None else '-'}")

@@ -86,6 +86,7 @@ def _run_step(ctx: Context, name: str, step: Step,
     record.status = "running"
     save(ctx)
     started = time.monotonic()
+    cpu_started = time.process_time()
     ctx.partial.clear()
     try:
         step(ctx)
@@ -98,6 +99,7 @@ def _run_step(ctx: Context, name: str, step: Step,
                 "this is a bug in orchestrate; run with --debug for the traceback and "
                 "report it")
     record.seconds = round(time.monotonic() - started, 3)
+    record.cpu_seconds = round(time.process_time() - cpu_started, 3)
     if ctx.partial:  # the step went on past failures it recorded (create-domains)
         record.status, record.error = "partial", ", ".join(ctx.partial)
         ctx.log.warning("step partial", step=name, seconds=record.seconds,

@@ -18,6 +18,7 @@ from orchestrator.ipc import Domid
 class StepRecord:
     status: str = "pending"  # pending running ok partial failed skipped
     seconds: float | None = None
+    cpu_seconds: float | None = None  # orchestrate's own CPU time in this step
     error: str | None = None
     hint: str | None = None
 
