@@ -27,6 +27,7 @@ from orchestrator.xl import Xl
 from orchestrator.xlcfg import render_xl_config
 
 ALIVE_INTERVAL = 5.0  # seconds between `xl list` checks while a domain boots
+ALIVE_ON_RELEASE = 0.5  # ... and after some domain shut down or died (@releaseDomain)
 
 
 def xl_config_path(ctx: Context, name: str) -> str:
@@ -149,7 +150,9 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
         lot of CPU under emulation): run it when xenstored says some domain shut down or
         died (@releaseDomain), else at most every ALIVE_INTERVAL seconds."""
         now = time.monotonic()
-        if event != "@releaseDomain" and now - last_check[0] < ALIVE_INTERVAL:
+        # a watch fires once when it is set: that first @releaseDomain is not news
+        wait = ALIVE_ON_RELEASE if event == "@releaseDomain" else ALIVE_INTERVAL
+        if now - last_check[0] < wait:
             return
         last_check[0] = now
         state = xl.states().get(domain.name)

@@ -157,3 +157,10 @@ def test_with_the_build_server_down_dom0_keeps_its_nic_and_nothing_is_created(
     assert any("inet 10.0.2.15/24" in a for a in server_down.lab("dom0-addr"))
     assert [ln.split()[0] for ln in server_down.lab("xl-list")[1:]] == ["Domain-0"]
     assert server_down.lab("domids") == ["net-vm=- sa-vm=- workload-vm=-"]
+    review = subprocess.run([sys.executable, "-m", "orchestrator", "review",
+                             str(server_down.capture)], capture_output=True, text=True,
+                            cwd=REPO, timeout=60, check=False)
+    assert review.returncode == 1, review.stdout + review.stderr
+    assert "verdict: FAILED at 5/9 fetch-images (exit 1)" in review.stdout
+    assert "first failure: [5/9] fetch-images failed: fetching" in review.stdout
+    assert "hint: check that the build server is up" in review.stdout
