@@ -124,11 +124,20 @@ def check_platform(ctx: Context) -> None:
             hint="enable VT-d/AMD-Vi in the firmware and iommu=on on Xen's command line",
         ))
     pvh = [d.name for d in ctx.config.domains if d.type == "pvh"]
+    is_are = "is" if len(pvh) == 1 else "are"
     if pvh and "hvm" not in caps:
         host.refuse(OrchestratorError(
-            f"{', '.join(pvh)} {'is' if len(pvh) == 1 else 'are'} PVH but this host cannot "
-            f"run HVM/PVH guests (virt_caps: {' '.join(caps) or 'none'})",
+            f"{', '.join(pvh)} {is_are} PVH but this host cannot run HVM/PVH guests "
+            f"(virt_caps: {' '.join(caps) or 'none'})",
             hint="enable VT-x/AMD-V (and EPT/NPT) or use type = \"pv\"",
+        ))
+    elif pvh and "hap" not in caps and "shadow" not in caps:
+        # Debian builds Xen without shadow paging: no HAP means `xl create` fails with
+        # "neither hap nor shadow paging available" (XEN-LAB.md, "PVH guests under TCG")
+        host.refuse(OrchestratorError(
+            f"{', '.join(pvh)} {is_are} PVH but Xen has neither HAP nor shadow paging here "
+            f"(virt_caps: {' '.join(caps)})",
+            hint="use a CPU with EPT/NPT (under QEMU: -cpu ...,+svm,+npt) or type = \"pv\"",
         ))
     cmdline = info.get("xen_commandline", "")
     for warning in dom0_mem_warnings(cmdline):

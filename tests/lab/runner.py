@@ -31,8 +31,8 @@ from tests.sandbox.fakes.buildserver import BuildServer  # noqa: E402
 LOCK = Path("/tmp/xen-boot-lab.lock")
 DONE = re.compile(r"@@LAB done|reboot: Power down|Entering ACPI S5|\(XEN\) Hardware Dom0 "
                   r"halted")
-QEMU_MEMORY_MIB = 1536
-DOM0_MEMORY = "512M"
+DOM0_MEMORY_MIB = 320  # the orchestrator, xenstored, the unpacked image and the fetched images
+XEN_OVERHEAD_MIB = 48  # Xen itself and per-domain overhead (page tables, grant frames)
 
 
 @dataclass
@@ -70,15 +70,25 @@ class LabRun:
         return values[-1] if values else None
 
 
+def memory_mib(out: Path) -> int:
+    """QEMU's memory: dom0 + every domain the baked units create + Xen's overhead (the lab
+    is sized to its scenario: a smaller lab leaves the host room)."""
+    from orchestrator.units import load_units
+
+    domains = sum(d.memory for d in load_units(out / "units").domains)
+    return DOM0_MEMORY_MIB + domains + XEN_OVERHEAD_MIB
+
+
 def qemu_argv(out: Path, port: int, cmdline_extra: str = "") -> list[str]:
     relay = f"{sys.executable} {REPO / 'tests/lab/relay.py'} 127.0.0.1 {port}"
-    xen_cmdline = (f"console=com1 com1=115200,8n1 dom0_mem={DOM0_MEMORY},max:{DOM0_MEMORY} "
+    dom0 = f"{DOM0_MEMORY_MIB}M"
+    xen_cmdline = (f"console=com1 com1=115200,8n1 dom0_mem={dom0},max:{dom0} "
                    "loglvl=all guest_loglvl=all noreboot console_timestamps=boot")
     dom0_cmdline = "console=hvc0 earlyprintk=xen panic=-1 rootfstype=ramfs " + cmdline_extra
     return [
         "qemu-system-x86_64",
         "-accel", "tcg,thread=multi,tb-size=256", "-cpu", "qemu64,+rdrand",
-        "-machine", "q35", "-m", str(QEMU_MEMORY_MIB), "-smp", "2",
+        "-machine", "q35", "-m", str(memory_mib(out)), "-smp", "2",
         "-device", "intel-iommu,intremap=on",
         "-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:{relay}",
         "-device", "e1000,netdev=n0,addr=03.0",

@@ -275,3 +275,22 @@ def test_images_that_cannot_fit_stop_the_boot_before_the_fetch(appliance: Applia
     stopped_at(boot, 2, "preflight")
     assert boot.lines(r"/run/xen-images has \d+ MiB free but the images need \d+ MiB")
     assert appliance.server.requests == []
+
+
+def test_pvh_without_hap_or_shadow_paging_is_refused_before_any_fetch(
+        appliance: Appliance) -> None:
+    appliance.domain_setting("workload-vm", None, "type", '"pvh"')
+    appliance.behave({"@info": {"virt_caps": "pv hvm hvm_directio pv_directio"}})
+    boot = appliance.boot()
+    stopped_at(boot, 4, "check-platform")
+    assert boot.lines(r"workload-vm is PVH but Xen has neither HAP nor shadow paging here")
+    assert boot.lines(r"hint: use a CPU with EPT/NPT")
+    assert appliance.server.requests == []
+
+
+def test_pvh_on_a_host_without_hvm_is_refused(appliance: Appliance) -> None:
+    appliance.domain_setting("workload-vm", None, "type", '"pvh"')
+    appliance.behave({"@info": {"virt_caps": "pv pv_directio"}})
+    boot = appliance.boot()
+    stopped_at(boot, 4, "check-platform")
+    assert boot.lines(r"workload-vm is PVH but this host cannot run HVM/PVH guests")
