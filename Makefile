@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+XEN    ?= 4.17
+LAB    := build/lab-$(XEN)
 
 .PHONY: all venv lab images bench test test-unit test-sandbox test-lab check dry-run measure clean
 
@@ -17,16 +19,16 @@ venv: $(VENV)/.installed
 
 ## the main job: build the images, boot the lab (real Xen under QEMU), review its console
 lab: images
-	$(PY) -m tests.lab.runner --out build/lab
-	$(VENV)/bin/orchestrate review build/lab/capture-ok.log
+	$(PY) -m tests.lab.runner --out $(LAB)
+	$(VENV)/bin/orchestrate review $(LAB)/capture-ok.log
 
 ## orchestrate against the seeds' sequential script: same lab, same images, two boots
 bench: images
-	$(PY) -m tests.lab.bench --out build/lab
+	$(PY) -m tests.lab.bench --out $(LAB)
 
 ## the dom0 and guest images from Debian's packages (needs root: chroot check)
 images: venv
-	$(PY) initramfs-hooks/build.py --out build/lab
+	$(PY) initramfs-hooks/build.py --xen $(XEN) --out $(LAB)
 
 ## every test tier: unit, sandbox, and the lab (real Xen under QEMU, about 2 minutes)
 test: venv

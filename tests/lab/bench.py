@@ -58,7 +58,7 @@ def bench(out: Path) -> tuple[Timing, Timing]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "lab")
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "lab-4.17")
     args = parser.parse_args()
     ours, seq = bench(args.out)
     print(f"boot-to-all-ready: orchestrate {ours.seconds:.1f} s, sequential script "

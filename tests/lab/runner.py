@@ -1,8 +1,8 @@
 """The real-Xen lab: Xen + the dom0 image from initramfs-hooks under QEMU (TCG).
 
-    python -m tests.lab.runner [--out build/lab] [--scenario ok|server-down] [--timeout 600]
+    python -m tests.lab.runner [--out build/lab-4.17] [--scenario ok|server-down] [--timeout 600]
 
-Starts the build server on 127.0.0.1 (a random port) serving build/lab/images, boots Xen
+Starts the build server on 127.0.0.1 (a random port) serving <out>/images, boots Xen
 under QEMU (q35 + intel-iommu, e1000 at 00:03.0 and an xHCI controller at 00:04.0, user
 networking with restrict=on and a guestfwd of 10.0.2.100:80 to the build server), captures
 the serial console to a file, stops on the lab report's last line, a poweroff or a timeout,
@@ -182,7 +182,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "lab")
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "lab-4.17")
     parser.add_argument("--scenario", choices=("ok", "server-down", "sequential"),
                         default="ok")
     parser.add_argument("--timeout", type=float, default=600)
