@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Build the stateless dom0 image and the lab's guest images from Debian's packages.
 
-    python3 initramfs-hooks/build.py [--xen 4.17] [--out build/lab] [--cache build/cache]
+    python3 initramfs-hooks/build.py [--xen 4.17|4.20] [--out build/lab] [--cache build/cache]
+                                     [--hypervisor-from 4.17|4.20] [--no-lab]
+
+--xen picks the release: 4.17 from Debian bookworm (the default), 4.20 from Debian trixie.
+--hypervisor-from takes out/xen from the other release: a deliberately MISMATCHED image, for
+the version-trap tests only (report.json says which hypervisor went in).
 
 Outputs in --out:
     xen                  the hypervisor (multiboot ELF, for QEMU's -kernel)
@@ -14,13 +19,17 @@ Outputs in --out:
                          ~1.3 s with it, ~9.5 s with the xz bzImage) and one initramfs per
                          guest role (net-vm, sa-vm, workload-vm)
     units/               the units baked into dom0, with the images' real sha256 and size
-    report.json          sizes by part, the module closure, the Python modules kept
+    report.json          sizes by part, the module closure, the Python modules kept, the
+                         packages, which hypervisor went in
 
 Every input comes from the release's Debian packages, fetched with a private apt
 configuration (initramfs-hooks/debian.py); orchestrator's Python dependencies from PyPI
-wheels (pip download). Build-time assertions: every binary present, every library resolved
-inside the image by the image's own loader, `import orchestrator` (every module) succeeds in
-a chroot of the image, the module closure is complete.
+wheels (pip download) for the release's python. What runs at build time on the release's
+files is the release's own program, never the host's: its loader resolves the libraries,
+and in a chroot of its sysroot its python scans and compiles the Python modules and its
+zstd unpacks a zstd-compressed kernel. Build-time assertions: every binary present,
+every library resolved inside the image by the image's own loader, `import orchestrator`
+(every module) succeeds in a chroot of the image, the module closure is complete.
 """
 
 from __future__ import annotations
@@ -35,9 +44,13 @@ import os
 import re
 import shutil
 import stat
+import struct
 import subprocess
 import sys
-from collections.abc import Iterable
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,23 +58,18 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import debian  # noqa: E402
 
-# What dom0 and the guests need from the release (libraries are added by the closure check,
-# which names any soname this list does not provide).
+# What dom0 and the guests take from the release, by package. The shared libraries these
+# need are not listed: debian.Apt.libraries finds them in the release's dependency data
+# (their names change between releases: libext2fs2 is libext2fs2t64 in trixie, librc1
+# librc1t64, ...), and the closure check names any soname still missing.
 BASE_PACKAGES = [
-    "libc6", "libgcc-s1", "busybox-static", "bash", "libtinfo6",
-    "xen-utils-{xen}", "xen-utils-common", "xenstore-utils", "libxenmisc{xen}",
-    "libxencall1", "libxendevicemodel1", "libxenevtchn1", "libxenforeignmemory1",
-    "libxengnttab1", "libxenhypfs1", "libxenstore4", "libxentoolcore1", "libxentoollog1",
-    "libyajl2", "libext2fs2", "libcom-err2", "liblzma5", "libuuid1", "libzstd1", "zlib1g",
-    "libncurses6", "libncursesw6",
+    "busybox-static", "bash", "xen-utils-{xen}", "xen-utils-common", "xenstore-utils",
+    "libgcc-s1",  # glibc dlopens libgcc_s for pthread_cancel: no binary names it (XEN-LAB.md)
 ]
-DOM0_PACKAGES = [
-    "xen-hypervisor-{xen}-amd64",
-    "openrc", "librc1", "libeinfo1", "libselinux1", "libpcre2-8-0", "libaudit1",
-    "libcap-ng0", "libpam0g",
-    "python{py}-minimal", "libpython{py}-minimal", "libpython{py}-stdlib", "libexpat1",
-    "libffi8", "libbz2-1.0",
-]
+DOM0_PACKAGES = ["openrc", "python{py}-minimal", "libpython{py}-stdlib"]
+# Run at build time in a chroot of the sysroot, never copied into an image: zstd
+# decompresses a zstd bzImage payload (Linux 6.12), which the host's python cannot.
+BUILD_PACKAGES = ["zstd"]
 PY_DEPS = ["pyxs==0.4.1", "psutil>=5.9", "structlog>=23.1", "tenacity>=8.2"]
 
 XEN_TOOLS = ["xl", "xenstored", "xenconsoled", "xen-init-dom0", "libxl-save-helper",
@@ -162,6 +170,27 @@ class Sysroot:
             raise SystemExit(f"{path} is not in the {self.release.suite} packages")
         return found
 
+    def real(self, path: str) -> str:
+        """Where `path` is in the release's own layout, links followed: /lib/rc is
+        /usr/lib/rc in trixie (merged /usr), /lib/rc in bookworm."""
+        return "/" + str(self.file(path).relative_to(self.path))
+
+    @contextmanager
+    def scratch(self) -> Iterator[tuple[Path, str]]:
+        """A scratch directory inside the sysroot, removed afterwards: (its path here, its
+        path in a chroot of the sysroot). Unique: two builds may share the cache."""
+        path = Path(tempfile.mkdtemp(prefix=".build-", dir=self.path))
+        try:
+            yield path, f"/{path.name}"
+        finally:
+            shutil.rmtree(path)
+
+    def chroot(self, argv: list[str], stdin: str | None = None) -> str:
+        """Run one of the release's own programs in a chroot of the sysroot (its loader, its
+        libraries): what runs on the release's files at build time is never the host's."""
+        return run(["chroot", str(self.path), *argv], input=stdin,
+                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+
     def needed(self, binary: Path, root: Path) -> dict[str, str | None]:
         """soname -> path inside `root` (None: not found), resolved by the release's own
         loader with only `root`'s library directories: never the host's ldd."""
@@ -237,7 +266,7 @@ class Tree:
         self.put_tree("/etc/xen/scripts")
         self.put("/etc/xen/xl.conf")
         # ldd never lists it, xl needs it for pthread_cancel (XEN-LAB.md)
-        self.put("/lib/x86_64-linux-gnu/libgcc_s.so.1")
+        self.put(self.sys.real("/lib/x86_64-linux-gnu/libgcc_s.so.1"))
 
     def libraries(self) -> list[str]:
         """Copy the closure of every binary and shared object in the tree; returns sonames
@@ -252,10 +281,13 @@ class Tree:
                     if where is None:
                         missing.add(f"{soname} (for {elf.relative_to(self.root)})")
                         continue
-                    rel = Path(where).relative_to(self.sys.path)
-                    dest = self.root / rel
+                    found = Path(where)
+                    # into the directory the release installs it in (/usr/lib/... when /usr
+                    # is merged), whichever of the search directories found it
+                    home = self.sys.real(f"/{found.parent.relative_to(self.sys.path)}")
+                    dest = self.root / home.lstrip("/") / found.name
                     if not dest.exists():
-                        copy(Path(where), dest)
+                        copy(found, dest)
                         added = True
             if not added:
                 break
@@ -283,10 +315,14 @@ class Tree:
 
 # ----- kernel modules ----------------------------------------------------------------------
 
+# How a release's kernel ships its modules (bookworm's 6.1: plain .ko; trixie's 6.12: .ko.xz,
+# which busybox's modprobe decompresses itself) and how to read one's modinfo.
+MODULE_FORMATS = {".ko": lambda data: data, ".ko.xz": lzma.decompress,
+                  ".ko.gz": gzip.decompress}
+
+
 def modinfo_depends(ko: Path) -> list[str]:
-    data = ko.read_bytes()
-    if ko.name.endswith(".xz"):
-        data = lzma.decompress(data)
+    data = MODULE_FORMATS[ko.name[ko.name.index(".ko"):]](ko.read_bytes())
     m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", data)
     return [d.replace("-", "_") for d in m[1].decode().split(",") if d] if m else []
 
@@ -294,9 +330,19 @@ def modinfo_depends(ko: Path) -> list[str]:
 class Modules:
     def __init__(self, sysroot: Sysroot, version: str) -> None:
         self.version = version
-        self.base = sysroot.file(f"/lib/modules/{version}")
+        # /lib/modules in bookworm, /usr/lib/modules in trixie (merged /usr); the images
+        # keep them in /lib/modules, where busybox's modprobe looks, with the files' own
+        # names (.ko.xz too) in the modules.dep written here (trixie ships none)
+        for where in (f"/usr/lib/modules/{version}", f"/lib/modules/{version}"):
+            if inside(sysroot.path, where).is_dir():
+                self.base = inside(sysroot.path, where)
+                break
+        else:
+            raise SystemExit(f"no modules of {version} in the {sysroot.release.suite} packages")
         self.by_name: dict[str, Path] = {}
         for ko in self.base.rglob("*.ko*"):
+            if ko.name[ko.name.index(".ko"):] not in MODULE_FORMATS:
+                raise SystemExit(f"{ko.name}: a module format this build cannot read")
             name = ko.name.split(".ko")[0].replace("-", "_")
             self.by_name[name] = ko
 
@@ -372,63 +418,92 @@ def python_deps(cache: Path, py: str) -> Path:
     return site
 
 
-def python_modules(sysroot: Sysroot, site: Path) -> dict[str, Path]:
-    """Every module orchestrator can import (bytecode scan of every function, so lazy
-    imports count), found in the release's stdlib and the dependencies."""
-    from modulefinder import ModuleFinder
+# Run by the release's own python in a chroot of the sysroot, never the host's: its
+# modulefinder reads the release's stdlib (3.13 syntax too), knows its extension suffixes
+# (.cpython-313-x86_64-linux-gnu.so), and its bytecode carries the release's pyc magic.
+# Each reads its job as JSON on stdin.
+PY_SCAN = """
+import json, sys
+from modulefinder import ModuleFinder
+job = json.load(sys.stdin)
+finder = ModuleFinder(path=job["path"], excludes=job["excludes"])
+for script in job["scripts"]:
+    finder.run_script(script)
+for name in job["hooks"]:
+    finder.import_hook(name)
+print(json.dumps({name: module.__file__ for name, module in finder.modules.items()
+                  if module.__file__ and not name.startswith("orchestrator")
+                  and name != "__main__"}))
+"""
+PY_COMPILE = """
+import json, py_compile, sys
+for source, cfile, dfile in json.load(sys.stdin):
+    py_compile.compile(source, cfile=cfile, dfile=dfile, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+"""
 
-    py = sysroot.release.python
-    stdlib = sysroot.file(f"/usr/lib/python{py}")
-    path = [str(REPO), str(site), str(stdlib), str(stdlib / "lib-dynload")]
-    finder = ModuleFinder(path=path, excludes=sorted(PY_EXCLUDE))
-    for module in sorted((REPO / "orchestrator").rglob("*.py")):
-        finder.run_script(str(module))
+
+def python_modules(sysroot: Sysroot, there: str, site: Path) -> dict[str, str]:
+    """Every module orchestrator can import (bytecode scan of every function, so lazy
+    imports count), found in the release's stdlib and the dependencies: name -> its file as
+    a chroot of the sysroot sees it (orchestrator's sources in `there`/src, the
+    dependencies in `there`/site)."""
+    stdlib = f"/usr/lib/python{sysroot.release.python}"
+    hooks = []
     for top in ("pyxs", "psutil", "structlog", "tenacity", "encodings"):
-        finder.import_hook(top)
-        for sub in (site / top).glob("*.py") if (site / top).is_dir() else []:
-            finder.import_hook(f"{top}.{sub.stem}")
-    finder.import_hook("encodings.ascii")
-    finder.import_hook("encodings.utf_8")
-    finder.import_hook("encodings.latin_1")
-    finder.import_hook("encodings.idna")  # http.client encodes host names by codec lookup
-    out = {}
-    for name, module in finder.modules.items():
-        if module.__file__ and not name.startswith("orchestrator") and name != "__main__":
-            out[name] = Path(module.__file__)
-    return out
+        hooks.append(top)
+        hooks += [f"{top}.{sub.stem}" for sub in sorted((site / top).glob("*.py"))]
+    hooks += ["encodings.ascii", "encodings.utf_8", "encodings.latin_1",
+              "encodings.idna"]  # http.client encodes host names by codec lookup
+    job = {"path": [f"{there}/src", f"{there}/site", stdlib, f"{stdlib}/lib-dynload"],
+           "excludes": sorted(PY_EXCLUDE),
+           "scripts": [f"{there}/src/{module.relative_to(REPO)}"
+                       for module in sorted((REPO / "orchestrator").rglob("*.py"))],
+           "hooks": hooks}
+    out = sysroot.chroot([f"/usr/bin/python{sysroot.release.python}", "-I", "-c", PY_SCAN],
+                         stdin=json.dumps(job))
+    return dict(json.loads(out))
 
 
 def install_python(tree: Tree, sysroot: Sysroot, site: Path) -> dict[str, list[str]]:
     py = sysroot.release.python
     tree.binary(f"/usr/bin/python{py}")
     link(f"python{py}", tree.root / "usr/bin/python3")
-    stdlib = sysroot.file(f"/usr/lib/python{py}")
-    dest_std = tree.root / f"usr/lib/python{py}"
-    dest_site = tree.root / "usr/lib/python3/dist-packages"
+    stdlib = f"/usr/lib/python{py}"
+    dest_std = f"usr/lib/python{py}"
+    dest_site = "usr/lib/python3/dist-packages"
     kept: dict[str, list[str]] = {"stdlib": [], "deps": [], "extensions": []}
-    import py_compile
-
-    for name, src in sorted(python_modules(sysroot, site).items()):
-        if src.is_relative_to(stdlib):
-            rel, base, kind = src.relative_to(stdlib), dest_std, "stdlib"
-        else:
-            rel, base, kind = src.relative_to(site), dest_site, "deps"
-        if src.suffix == ".so":
-            copy(src, base / rel)
-            kept["extensions"].append(name)
-            continue
-        kept[kind].append(name)
-        target = base / rel.with_suffix(".pyc")  # sourceless: compiled once, here
-        target.parent.mkdir(parents=True, exist_ok=True)
-        py_compile.compile(str(src), cfile=str(target), dfile=f"/{rel}", doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    # psutil's and the others' package metadata is not needed at run time
-    for pkg in (REPO / "orchestrator").rglob("*.py"):
-        rel = pkg.relative_to(REPO)
-        target = dest_site / rel.with_suffix(".pyc")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        py_compile.compile(str(pkg), cfile=str(target), dfile=f"/{rel}", doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    with sysroot.scratch() as (here, there):
+        # what the release's python sees in the chroot: orchestrator's sources, the
+        # dependencies' wheels unpacked, and out/, the bytecode laid out as in the image
+        shutil.copytree(REPO / "orchestrator", here / "src/orchestrator",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(site, here / "site")
+        jobs = []  # (source, bytecode, the name tracebacks show), all in the chroot
+        for name, path in sorted(python_modules(sysroot, there, site).items()):
+            if path.startswith(f"{stdlib}/"):
+                rel, dest, kind = path.removeprefix(f"{stdlib}/"), dest_std, "stdlib"
+                src = sysroot.file(path)
+            elif path.startswith(f"{there}/site/"):
+                rel, dest, kind = path.removeprefix(f"{there}/site/"), dest_site, "deps"
+                src = site / rel
+            else:
+                raise SystemExit(f"python module {name} from {path}: not in the release's "
+                                 "stdlib nor in orchestrator's dependencies")
+            if rel.endswith(".so"):
+                copy(src, tree.root / dest / rel)
+                kept["extensions"].append(name)
+                continue
+            kept[kind].append(name)
+            # sourceless: compiled once, here
+            jobs.append((path, f"{there}/out/{dest}/{Path(rel).with_suffix('.pyc')}", f"/{rel}"))
+        # orchestrator itself, every module (the wheels' metadata is not needed at run time)
+        for module in sorted((REPO / "orchestrator").rglob("*.py")):
+            rel = str(module.relative_to(REPO))
+            jobs.append((f"{there}/src/{rel}",
+                         f"{there}/out/{dest_site}/{Path(rel).with_suffix('.pyc')}", f"/{rel}"))
+        sysroot.chroot([f"/usr/bin/python{py}", "-I", "-c", PY_COMPILE], stdin=json.dumps(jobs))
+        shutil.copytree(here / "out", tree.root, symlinks=True, dirs_exist_ok=True)
     script = tree.root / "usr/bin/orchestrate"
     script.write_text(f"#!/usr/bin/python{py}\nfrom orchestrator.cli import main\nmain()\n")
     script.chmod(0o755)
@@ -484,22 +559,33 @@ def gz_size(root: Path, parts: Iterable[Path]) -> int:
 
 # ----- the kernel ----------------------------------------------------------------------
 
-def extract_vmlinux(bzimage: Path) -> bytes:
+def extract_vmlinux(bzimage: Path, sysroot: Sysroot) -> bytes:
+    """The raw ELF kernel in a bzImage. Its payload is where the x86 boot header says
+    (protocol 2.08+: payload_offset from the protected-mode code, payload_length) and ends
+    with the decompressed size (the kernel build's size_append), which is checked. xz
+    (bookworm's 6.1) and gzip are decompressed here; zstd (trixie's 6.12, magic 28 b5 2f fd)
+    by the release's own zstd in a chroot of the sysroot: the host's Python 3.11 has none."""
     data = bzimage.read_bytes()
-    for magic, decompress in ((b"\xfd7zXZ\x00", lzma.decompress),
-                              (b"\x1f\x8b\x08", gzip.decompress)):
-        offset = data.find(magic)
-        if offset >= 0:
-            try:
-                if magic.startswith(b"\xfd"):
-                    out = lzma.LZMADecompressor().decompress(data[offset:])
-                else:
-                    out = decompress(data[offset:])
-            except (lzma.LZMAError, OSError, EOFError):
-                continue
-            if out[:4] == b"\x7fELF":
-                return out
-    raise SystemExit(f"no xz or gzip vmlinux payload in {bzimage}")
+    if data[0x202:0x206] != b"HdrS" or struct.unpack_from("<H", data, 0x206)[0] < 0x208:
+        raise SystemExit(f"{bzimage}: not a bzImage of boot protocol 2.08 or later")
+    protected_mode = ((data[0x1F1] or 4) + 1) * 512  # setup_sects (0 means 4) + boot sector
+    offset, length = struct.unpack_from("<II", data, 0x248)
+    payload = data[protected_mode + offset:protected_mode + offset + length]
+    payload, size = payload[:-4], struct.unpack("<I", payload[-4:])[0]
+    if payload.startswith(b"\xfd7zXZ\x00"):
+        out = lzma.LZMADecompressor().decompress(payload)
+    elif payload.startswith(b"\x1f\x8b\x08"):
+        out = zlib.decompressobj(wbits=31).decompress(payload)
+    elif payload.startswith(b"\x28\xb5\x2f\xfd"):
+        with sysroot.scratch() as (here, there):
+            (here / "vmlinux.zst").write_bytes(payload)
+            sysroot.chroot(["zstd", "-d", "-q", "-o", f"{there}/vmlinux", f"{there}/vmlinux.zst"])
+            out = (here / "vmlinux").read_bytes()
+    else:
+        raise SystemExit(f"{bzimage}: payload {payload[:4].hex(' ')} is not xz, gzip or zstd")
+    if out[:4] != b"\x7fELF" or len(out) != size:
+        raise SystemExit(f"{bzimage}: the payload is not the {size}-byte ELF kernel")
+    return out
 
 
 # ----- assembling ----------------------------------------------------------------------
@@ -531,7 +617,7 @@ def dom0_tree(root: Path, sysroot: Sysroot, modules: Modules, site: Path,
                  "/bin/rc-status", "/sbin/start-stop-daemon", "/sbin/supervise-daemon"):
         if inside(sysroot.path, path).exists():
             tree.binary(path)
-    tree.put_tree("/lib/rc")
+    tree.put_tree(sysroot.real("/lib/rc"))  # where openrc looks: /usr/lib/rc in trixie
     tree.put("/etc/rc.conf")
     for level in ("sysinit", "boot", "default", "shutdown", "nonetwork"):
         (tree.root / "etc/runlevels" / level).mkdir(parents=True, exist_ok=True)
@@ -589,40 +675,61 @@ def lab_units(dest: Path, images: dict[str, bytes], release: debian.Release) -> 
         unit.write_text("\n".join(out) + "\n")
 
 
-def build(xen: str, out: Path, cache: Path, lab: bool) -> dict[str, object]:
+def hypervisor(cache: Path, release: debian.Release) -> tuple[Path, bytes]:
+    """A release's hypervisor package and its multiboot ELF (QEMU's -kernel wants that, not
+    the .gz), unpacked into that release's sysroot."""
+    apt = debian.Apt(cache, release)
+    apt.update()
+    [deb] = apt.download([f"xen-hypervisor-{release.xen}-amd64"])
+    sysroot = Sysroot(cache / f"sysroot-{release.suite}", release)
+    debian.unpack([deb], sysroot.path, release.merged_usr)
+    return deb, gzip.decompress(sysroot.file(f"/boot/xen-{release.xen}-amd64.gz").read_bytes())
+
+
+def build(xen: str, out: Path, cache: Path, lab: bool,
+          hypervisor_from: str | None = None) -> dict[str, object]:
     release = debian.RELEASES[xen]
     apt = debian.Apt(cache, release)
     log(f"Xen {xen} from Debian {release.suite} (private apt state in {apt.dir})")
     apt.update()
     kernel_pkg = next(d for d in apt.depends(release.kernel_meta)
                       if d.startswith("linux-image-"))
-    packages = [p.format(xen=xen, py=release.python)
-                for p in BASE_PACKAGES + DOM0_PACKAGES] + [kernel_pkg]
-    debs = apt.download(packages)
+    named = [p.format(xen=xen, py=release.python)
+             for p in BASE_PACKAGES + DOM0_PACKAGES + BUILD_PACKAGES]
+    libraries = apt.libraries(named)
+    log(f"libraries by {release.suite}'s dependencies: {' '.join(libraries)}")
+    debs = apt.download(named + libraries + [kernel_pkg])
     sysroot_path = cache / f"sysroot-{release.suite}"
-    debian.unpack(debs, sysroot_path)
+    debian.unpack(debs, sysroot_path, release.merged_usr)
     sysroot = Sysroot(sysroot_path, release)
     kversion = kernel_pkg.removeprefix("linux-image-")
     modules = Modules(sysroot, kversion)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, object] = {"xen": xen, "suite": release.suite, "kernel": kversion,
-                                 "packages": sorted(d.name for d in debs)}
 
-    # hypervisor and kernels
-    xen_gz = sysroot.file(f"/boot/xen-{xen}-amd64.gz")
-    (out / "xen").write_bytes(gzip.decompress(xen_gz.read_bytes()))
+    # hypervisor (the release's own unless --hypervisor-from: the version trap) and kernels
+    hv_release = debian.RELEASES[hypervisor_from or xen]
+    if hv_release != release:
+        log(f"MISMATCHED image: Xen {hv_release.xen} hypervisor ({hv_release.suite}) under the "
+            f"Xen {xen} toolstack: for the version-trap tests only")
+    hv_deb, xen_elf = hypervisor(cache, hv_release)
+    (out / "xen").write_bytes(xen_elf)
+    report: dict[str, object] = {
+        "xen": xen, "suite": release.suite, "kernel": kversion,
+        "packages": sorted(d.name for d in [*debs, hv_deb]),
+        "hypervisor": {"xen": hv_release.xen, "suite": hv_release.suite,
+                       "package": hv_deb.name, "matches_toolstack": hv_release == release}}
     bzimage = sysroot.file(f"/boot/vmlinuz-{kversion}")
     copy(bzimage, out / "vmlinuz")
     images_dir = out / "images"
     images_dir.mkdir(exist_ok=True)
-    images: dict[str, bytes] = {"vmlinux": extract_vmlinux(bzimage)}
+    images: dict[str, bytes] = {"vmlinux": extract_vmlinux(bzimage, sysroot)}
 
     # guests
     for role in GUEST_MODULES:
         tree = guest_tree(out / f"{role}-root", sysroot, modules, role)
         missing = tree.libraries()
         if missing:
-            raise SystemExit(f"{role}: libraries no listed package provides: {missing}")
+            raise SystemExit(f"{role}: libraries no fetched package provides: {missing}")
         if problems := tree.unresolved():
             raise SystemExit(f"{role}: unresolved inside the image: {problems}")
         write_cpio(tree.root, images_dir / f"{role}.cpio.gz")
@@ -636,7 +743,7 @@ def build(xen: str, out: Path, cache: Path, lab: bool) -> dict[str, object]:
     tree, info = dom0_tree(out / "dom0-root", sysroot, modules, site, out / "units", lab)
     missing = tree.libraries()
     if missing:
-        raise SystemExit(f"dom0: libraries no listed package provides: {missing}")
+        raise SystemExit(f"dom0: libraries no fetched package provides: {missing}")
     if problems := tree.unresolved():
         raise SystemExit(f"dom0: unresolved inside the image: {problems}")
     check_binaries(tree)
@@ -679,13 +786,14 @@ def sizes(tree: Tree, release: debian.Release, raw: int, out: Path) -> dict[str,
     py = release.python
     parts = {
         "kernel modules": [r / "lib/modules"],
-        "xen tools": [r / f"usr/lib/xen-{release.xen}", r / "usr/bin/xenstore",
-                      r / "etc/xen"] + sorted((r / "usr/lib/x86_64-linux-gnu").glob("libxen*"))
-        + sorted((r / "usr/lib/x86_64-linux-gnu").glob("libxl*")),
+        "xen tools": [r / f"usr/lib/xen-{release.xen}", r / "usr/bin/xenstore", r / "etc/xen"]
+        + [lib for libs in ("lib", "usr/lib") for pattern in ("libxen*", "libxl*")
+           for lib in sorted((r / libs / "x86_64-linux-gnu").glob(pattern))],
         "python runtime": [r / f"usr/bin/python{py}", r / f"usr/lib/python{py}"],
         "orchestrator and deps": [r / "usr/lib/python3/dist-packages", r / "usr/bin/orchestrate",
                                   r / "etc/orchestrator"],
-        "openrc": [r / "lib/rc", r / "sbin/openrc", r / "sbin/openrc-run"],
+        "openrc": [r / tree.sys.real("/lib/rc").lstrip("/"), r / "sbin/openrc",
+                   r / "sbin/openrc-run"],
         "busybox and bash": [r / "bin/busybox", r / "bin/bash"],
     }
     out_sizes = {name: gz_size(r, paths) for name, paths in parts.items()}
@@ -703,10 +811,15 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=REPO / "build" / "cache")
     parser.add_argument("--no-lab", action="store_true",
                         help="leave out the lab's report service")
+    parser.add_argument("--hypervisor-from", choices=sorted(debian.RELEASES),
+                        help="take out/xen from this release instead: a MISMATCHED image, "
+                             "for the version-trap tests only")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        raise SystemExit("build.py needs root (chroot for the import check)")
-    report = build(args.xen, args.out.resolve(), args.cache.resolve(), not args.no_lab)
+        raise SystemExit("build.py needs root (chroot: the release's programs, the import "
+                         "check)")
+    report = build(args.xen, args.out.resolve(), args.cache.resolve(), not args.no_lab,
+                   args.hypervisor_from)
     for name, size in report["sizes"].items():  # type: ignore[attr-defined]
         log(f"{name:38} {size / 1e6:7.2f} MB")
     log(f"kernel modules: {len(report['modules'])} "  # type: ignore[arg-type]

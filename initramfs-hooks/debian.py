@@ -8,6 +8,7 @@ into one sysroot. Nothing is installed; the machine's apt state is never read or
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,10 +27,13 @@ class Release:
     suite: str        # Debian suite that ships that hypervisor and toolstack
     python: str       # the suite's python3.X
     kernel_meta: str  # the metapackage naming the current kernel
+    merged_usr: bool  # the packages ship everything under /usr (/bin, /lib... are links)
 
 
 RELEASES = {
-    "4.17": Release("4.17", "bookworm", "3.11", "linux-image-amd64"),
+    "4.17": Release("4.17", "bookworm", "3.11", "linux-image-amd64", merged_usr=False),
+    # trixie: Xen 4.20, Linux 6.12 (zstd bzImage, .ko.xz modules in /usr/lib/modules)
+    "4.20": Release("4.20", "trixie", "3.13", "linux-image-amd64", merged_usr=True),
 }
 
 
@@ -66,6 +70,29 @@ class Apt:
         return [line.split(":", 1)[1].strip() for line in out.splitlines()
                 if line.strip().startswith("Depends:")]
 
+    def libraries(self, packages: list[str]) -> list[str]:
+        """The shared-library packages `packages` need, transitively, by the release's own
+        dependency data: library names differ between releases (the t64 transition renamed
+        libext2fs2, librc1, libdb5.3, ...), so they are looked up, never listed by hand.
+
+        Only library packages (lib*, zlib1g) are followed: a program's dependency on, say,
+        python3 or udev is not something the images take. Of an or-group the first
+        alternative counts; a virtual library name stands for its first provider."""
+        seen = set(packages)
+        found: list[str] = []
+        todo = list(packages)
+        while todo:
+            out = _run(["apt-cache", *self._options(), "depends", "--no-recommends",
+                        "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces",
+                        "--no-enhances", *todo], "apt-cache depends")
+            todo = []
+            for name in _first_alternatives(out):
+                if _is_library(name) and name not in seen:
+                    seen.add(name)
+                    found.append(name)
+                    todo.append(name)
+        return sorted(found)
+
     def download(self, packages: list[str]) -> list[Path]:
         """The .deb of each package (the candidate version), downloaded once."""
         debs = self.dir / "debs"
@@ -82,7 +109,39 @@ class Apt:
         return out
 
 
-def unpack(debs: list[Path], sysroot: Path) -> None:
+def _is_library(package: str) -> bool:
+    return package.startswith("lib") or package == "zlib1g"
+
+
+def _first_alternatives(depends_output: str) -> list[str]:
+    """Of `apt-cache depends` output, the first alternative of every (Pre)Depends group,
+    a virtual package (`<name>`) replaced by the first provider listed under it."""
+    names: list[str] = []
+    in_group = False      # the previous line was `|Depends:`: this one is an alternative
+    virtual = False       # the last name was virtual: the next provider line stands for it
+    for line in depends_output.splitlines():
+        if not line.startswith(" "):
+            in_group = virtual = False  # a package's own name: its dependencies follow
+            continue
+        text = line.strip()
+        if ":" not in text:  # a provider of the virtual package just named
+            if virtual:
+                names.append(text)
+                virtual = False
+            continue
+        kind, name = (part.strip() for part in text.split(":", 1))
+        alternative, in_group = in_group, kind.startswith("|")
+        virtual = False
+        if alternative or kind.lstrip("|") not in ("Depends", "PreDepends"):
+            continue
+        if name.startswith("<"):
+            virtual = True
+        else:
+            names.append(name)
+    return names
+
+
+def unpack(debs: list[Path], sysroot: Path, merged_usr: bool) -> None:
     """dpkg-deb -x every package into one tree (a marker per .deb: done once)."""
     marks = sysroot / ".unpacked"
     marks.mkdir(parents=True, exist_ok=True)
@@ -92,6 +151,44 @@ def unpack(debs: list[Path], sysroot: Path) -> None:
             continue
         _run(["dpkg-deb", "-x", str(deb), str(sysroot)], f"dpkg-deb -x {deb.name}")
         mark.touch()
+    if merged_usr:
+        merge_usr(sysroot)
+
+
+MERGED_DIRS = ("bin", "sbin", "lib", "lib64")
+
+
+def merge_usr(sysroot: Path) -> None:
+    """Make /bin, /sbin, /lib and /lib64 links into /usr, as a merged-/usr system has them
+    (base-files makes them on an installed system; it is not unpacked here). Without them
+    the binaries' interpreter /lib64/ld-linux-x86-64.so.2 does not exist in a chroot of the
+    sysroot. dpkg-deb -x replaces such a link by a directory when a package still ships a
+    file there: its contents move into /usr and the link comes back."""
+    for name in MERGED_DIRS:
+        top, usr = sysroot / name, sysroot / "usr" / name
+        if top.is_symlink():
+            continue
+        if top.is_dir():
+            _move_into(top, usr)
+            top.rmdir()
+        usr.mkdir(parents=True, exist_ok=True)
+        top.symlink_to(f"usr/{name}")
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Move src's entries into dest, merging directories (dest's files win: /usr's own)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in list(src.iterdir()):
+        target = dest / entry.name
+        if entry.is_dir() and not entry.is_symlink() and target.is_dir():
+            _move_into(entry, target)
+            entry.rmdir()
+        elif not (target.exists() or target.is_symlink()):
+            entry.rename(target)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
