@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     boot = sub.add_parser("boot", parents=[common], help="run the boot (the default)")
     boot.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
+    for p in (parser, boot):
+        p.add_argument("--skip-preflight", action="store_true",
+                       help="only warn when the toolstack and the hypervisor versions differ "
+                       "(a version pair the check does not know yet; expect xl to fail)")
     sub.add_parser("check", parents=[common], help="validate the unit files only")
     sub.add_parser("plan", parents=[common], help="print the waves and the edges behind them")
     sub.add_parser("status", parents=[common], help="print the state file of the last boot")
@@ -228,7 +232,8 @@ def _boot(args: argparse.Namespace) -> int:
              mode="dry run" if args.dry_run else "boot")
     log.info("units loaded", units=config.units_dir, domains=len(config.domains), waves=waves)
     _resume(host, config, state, log)
-    ctx = Context(config=config, topology=topology, host=host, state=state, log=log)
+    ctx = Context(config=config, topology=topology, host=host, state=state, log=log,
+                  skip_version_check=args.skip_preflight)
     try:
         return run_boot(ctx, debug=args.debug)
     finally:

@@ -26,6 +26,7 @@ class Context:
     provision_lock: threading.Lock = field(default_factory=threading.Lock)
     # what the running step failed at but went on past (e.g. one domain of three)
     partial: list[str] = field(default_factory=list)
+    skip_version_check: bool = False  # --skip-preflight: a version mismatch only warns
     _xenstore: Xenstore | None = None
 
     def __post_init__(self) -> None:

@@ -138,10 +138,11 @@ class Xl:
             raise self._fail(exc, f"unpausing {name} failed") from None
 
     def destroy(self, name: str, domid: Domid) -> None:
-        """Best effort (a failed domain is being cleaned up): a failure is said, not raised."""
-        result = self.host.run(["xl", "destroy", str(domid)], timeout=self.timeout, check=False)
+        """Best effort (a failed domain is being cleaned up): a failure is said, not raised.
+        By name: xl's monitor may have restarted it under a new domid (on_crash=restart)."""
+        result = self.host.run(["xl", "destroy", name], timeout=self.timeout, check=False)
         if not result.ok:
             tail = " | ".join(result.stderr.strip().splitlines()[-2:])
-            self.host.log.error("note", text=f"`xl destroy {domid}` ({name}) exited "
+            self.host.log.error("note", text=f"`xl destroy {name}` (domid {domid}) exited "
                                 f"{result.returncode}: {tail}")
             self.host.log.error("hint", hint=f"destroy it by hand: xl destroy {name}")

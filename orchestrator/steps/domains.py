@@ -159,6 +159,10 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
         if state is None:
             raise OrchestratorError(f"{domain.name} (domid {domid}) is gone before it was "
                                     "ready", hint=_console_hint(domain.name))
+        if state[0] != domid:  # xl's monitor applied on_reboot/on_crash "restart"
+            raise OrchestratorError(
+                f"{domain.name} (domid {domid}) crashed or rebooted before it was ready and "
+                f"was restarted as domid {state[0]}", hint=_console_hint(domain.name))
         if "c" in state[1]:
             raise OrchestratorError(f"{domain.name} (domid {domid}) crashed before it was "
                                     "ready", hint=_console_hint(domain.name))

@@ -83,12 +83,18 @@ def preflight(ctx: Context) -> None:
         text = f"Xen {hyp[0]}.{hyp[1]}{hyp[2]}, tools {version[0]}.{version[1]} " \
                f"({lib.rsplit('/', 1)[-1]})"
         if (hyp[0], hyp[1]) != version:
-            host.refuse(OrchestratorError(
+            mismatch = OrchestratorError(
                 f"version mismatch: Xen hypervisor {hyp[0]}.{hyp[1]}{hyp[2]} but toolstack "
                 f"{version[0]}.{version[1]} ({lib}); `xl create` would fail with a "
                 f"misleading \"Permission denied\"",
                 hint=version_mismatch_hint((hyp[0], hyp[1])),
-            ))
+            )
+            if ctx.skip_version_check:
+                text = f"{mismatch.message} (going on: --skip-preflight)"
+                ctx.state.warnings.append(text)
+                ctx.log.warning("warning", text=text)
+            else:
+                host.refuse(mismatch)
         else:
             ctx.log.info("check", check="versions", result=text)
 

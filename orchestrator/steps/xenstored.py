@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from orchestrator.context import Context
-from orchestrator.errors import OrchestratorError
-from orchestrator.xl import Xl
+from orchestrator.errors import CommandFailed, OrchestratorError
+from orchestrator.xl import VERSION_HINT, Xl
 
 XENSTORED_PID = "/var/run/xenstored.pid"
 XENCONSOLED_PID = "/var/run/xen/xenconsoled.pid"
@@ -49,9 +49,14 @@ def start_xenstored(ctx: Context) -> None:
     if host.outcome(lambda: ctx.xenstore().read("/local/domain/0/name") is not None, False):
         ctx.log.info("already done", what="xen-init-dom0 (/local/domain/0/name exists)")
     else:
-        host.run(["xen-init-dom0"], timeout=ctx.remaining(cfg.command_timeout),
-                 hint="xen-init-dom0 needs /var/lib/xen and a toolstack matching the "
-                 "hypervisor")
+        result = host.run(["xen-init-dom0"], timeout=ctx.remaining(cfg.command_timeout),
+                          check=False)
+        if not result.ok:
+            # 4.20 tools on a 4.17 hypervisor: "Getting domain info: Permission denied"
+            version = "Permission denied" in result.stderr
+            raise CommandFailed(result.argv, result.returncode, result.stderr,
+                                VERSION_HINT if version else "xen-init-dom0 needs "
+                                "/var/lib/xen and a toolstack matching the hypervisor")
 
     if host.outcome(lambda: _pid_alive(ctx, XENCONSOLED_PID), False):
         ctx.log.info("already done", what="xenconsoled is running")

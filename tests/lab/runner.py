@@ -79,7 +79,11 @@ def memory_mib(out: Path) -> int:
     return DOM0_MEMORY_MIB + domains + XEN_OVERHEAD_MIB
 
 
-def qemu_argv(out: Path, port: int, cmdline_extra: str = "") -> list[str]:
+CPU = "qemu64,+rdrand"  # -cpu max crashes dom0; rdrand seeds the guests' RNG early
+CPU_PVH = CPU + ",+svm,+npt"  # Debian's Xen has no shadow paging: PVH needs HAP (NPT)
+
+
+def qemu_argv(out: Path, port: int, cmdline_extra: str = "", cpu: str = CPU) -> list[str]:
     relay = f"{sys.executable} {REPO / 'tests/lab/relay.py'} 127.0.0.1 {port}"
     dom0 = f"{DOM0_MEMORY_MIB}M"
     xen_cmdline = (f"console=com1 com1=115200,8n1 dom0_mem={dom0},max:{dom0} "
@@ -87,9 +91,9 @@ def qemu_argv(out: Path, port: int, cmdline_extra: str = "") -> list[str]:
     dom0_cmdline = "console=hvc0 earlyprintk=xen panic=-1 rootfstype=ramfs " + cmdline_extra
     return [
         "qemu-system-x86_64",
-        "-accel", "tcg,thread=multi,tb-size=256", "-cpu", "qemu64,+rdrand",
+        "-accel", "tcg,thread=multi,tb-size=256", "-cpu", cpu,
         "-machine", "q35", "-m", str(memory_mib(out)), "-smp", "2",
-        "-device", "intel-iommu,intremap=on",
+        *([] if cpu == CPU_PVH else ["-device", "intel-iommu,intremap=on"]),
         "-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:{relay}",
         "-device", "e1000,netdev=n0,addr=03.0",
         "-device", "qemu-xhci,addr=04.0",
@@ -105,7 +109,10 @@ def serve_images(out: Path) -> BuildServer:
 
 
 def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = False,
-         echo: bool = False, sequential: bool = False) -> LabRun:
+         echo: bool = False, sequential: bool = False, switches: tuple[str, ...] = (),
+         cpu: str = CPU) -> LabRun:
+    """switches: lab.* words for dom0's kernel command line (the image's lab conf.d reads
+    them: lab.sequential, lab.skip-preflight, lab.pvh)."""
     """One lab boot; returns when the lab report is done, QEMU exits, or the timeout."""
     lock = open(LOCK, "w")  # noqa: SIM115 - held for the whole run
     try:
@@ -118,8 +125,8 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
         server.stop()  # nothing listens there now: connections are refused
     capture.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    extra = "lab.sequential" if sequential else ""
-    proc = subprocess.Popen(qemu_argv(out, port, extra), stdin=subprocess.DEVNULL,
+    extra = " ".join([*switches, *(["lab.sequential"] if sequential else [])])
+    proc = subprocess.Popen(qemu_argv(out, port, extra, cpu), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     assert proc.stdout is not None
@@ -183,15 +190,18 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "lab-4.17")
-    parser.add_argument("--scenario", choices=("ok", "server-down", "sequential"),
-                        default="ok")
+    parser.add_argument("--scenario", default="ok",
+                        choices=("ok", "server-down", "sequential", "pvh", "skip-preflight"))
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--capture", type=Path)
     parser.add_argument("--echo", action="store_true", help="copy the console to stdout")
     args = parser.parse_args()
     capture = args.capture or args.out / f"capture-{args.scenario}.log"
     run = boot(args.out, capture, args.timeout, args.scenario == "server-down", args.echo,
-               args.scenario == "sequential")
+               args.scenario == "sequential",
+               ("lab.pvh",) if args.scenario == "pvh" else
+               ("lab.skip-preflight",) if args.scenario == "skip-preflight" else (),
+               CPU_PVH if args.scenario == "pvh" else CPU)
     print(f"lab: {args.scenario}: QEMU exit {run.returncode}, {run.seconds:.1f} s wall, "
           f"peak RSS {run.peak_rss_mib:.0f} MiB{', TIMED OUT' if run.timed_out else ''}; "
           f"console in {capture}")

@@ -294,3 +294,31 @@ def test_pvh_on_a_host_without_hvm_is_refused(appliance: Appliance) -> None:
     boot = appliance.boot()
     stopped_at(boot, 4, "check-platform")
     assert boot.lines(r"workload-vm is PVH but this host cannot run HVM/PVH guests")
+
+
+def test_with_skip_preflight_the_version_trap_still_gets_the_version_hint(
+        make_appliance: Callable[..., Appliance]) -> None:
+    box = make_appliance(xen_version=(4, 17, ".5"))
+    # 4.20 tools on a 4.17 hypervisor, as the lab saw it: xen-init-dom0 is refused
+    (box.root / "usr/lib/x86_64-linux-gnu/libxenctrl.so.4.17").rename(
+        box.root / "usr/lib/x86_64-linux-gnu/libxenctrl.so.4.20")
+    box.behave({"@xen-init-dom0": {"mode": "version-mismatch"}})
+    boot = box.boot("--skip-preflight")
+    stopped_at(boot, 3, "start-xenstored")
+    assert boot.lines(r"WARNING: version mismatch: Xen hypervisor 4\.17\.5 but toolstack 4\.20 "
+                      r".*\(going on: --skip-preflight\)")
+    assert boot.lines(r"hint: the toolstack does not match the hypervisor")
+
+
+def test_a_domain_restarted_by_xl_before_ready_is_a_failure_and_is_destroyed(
+        appliance: Appliance) -> None:
+    unit = appliance.units / "domains/sa-vm.toml"
+    unit.write_text('on_crash = "restart"\n' + unit.read_text())  # a top-level key
+    appliance.behave({"sa-vm": {"guest": "crash", "crash_after": 0.3, "ready_after": 30}})
+    boot = appliance.boot()
+    assert boot.code == 1, boot.console
+    assert boot.lines(r"sa-vm failed: sa-vm \(domid \d+\) crashed or rebooted before it was "
+                      r"ready and was restarted as domid \d+")
+    assert boot.lines(r"xl destroy sa-vm")
+    assert "sa-vm" not in appliance.domains(), "the restarted domain is destroyed too"
+    assert appliance.driver_of(USB.bdf) == "xhci_hcd"
