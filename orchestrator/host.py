@@ -288,10 +288,14 @@ class Host:
         program = self.which(argv[0]) or argv[0]
         self.log.debug("exec", argv=argv, program=program, timeout=timeout)
         started = time.monotonic()
-        result = self._spawn(argv, program, env, timeout)
-        self.executed.append({"program": program, "argv": argv, "rc": result.returncode,
-                              "seconds": round(time.monotonic() - started, 3)})
-        return result
+        rc: int | None = None  # None: killed at the timeout
+        try:
+            result = self._spawn(argv, program, env, timeout)
+            rc = result.returncode
+            return result
+        finally:
+            self.executed.append({"program": program, "argv": argv, "rc": rc,
+                                  "seconds": round(time.monotonic() - started, 3)})
 
     def _spawn(self, argv: list[str], program: str, env: dict[str, str],
                timeout: float) -> Result:
@@ -314,8 +318,6 @@ class Host:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._kill_group(proc)
-            self.executed.append({"program": program, "argv": argv, "rc": None,
-                                  "seconds": timeout})
             raise OrchestratorError(
                 f"`{' '.join(argv)}` did not finish within {timeout:g} s (killed)",
                 hint="see the console above for what it was waiting on",

@@ -25,6 +25,8 @@ KNOWN_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"domain creation fail: Permission denied|need to rebuild the user-space"),
      VERSION_HINT),
     (re.compile(r"Illegal pool specified: \(null\)"), VERSION_HINT),
+    # xen-init-dom0 of 4.20 tools on a 4.17 hypervisor (XEN-LAB.md "The version trap")
+    (re.compile(r"Getting domain info: Permission denied"), VERSION_HINT),
     (re.compile(r"passthrough not supported on this platform"),
      "no IOMMU: enable VT-d/AMD-Vi in the firmware (and iommu=on on Xen's command line), "
      "or drop the pci devices from the unit"),
@@ -124,8 +126,11 @@ class Xl:
         def read() -> Domid:
             domid = self.domid(name)
             if domid is None:
-                raise OrchestratorError(f"`xl create` of {name} returned but `xl domid {name}` "
-                                        "finds no such domain")
+                raise OrchestratorError(
+                    f"`xl create` of {name} returned but `xl domid {name}` finds no such "
+                    "domain (it died at once, or another toolstack destroyed it)",
+                    hint=f"see /var/log/xen/xl-{name}.log and "
+                    f"/var/log/xen/console/guest-{name}.log")
             return domid
 
         fallback: Domid = placeholder_domid(name)

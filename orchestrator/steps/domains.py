@@ -72,7 +72,11 @@ def create_domains(ctx: Context) -> None:
         try:
             for need in ctx.topology.needs(name):
                 if not done[need].wait(timeout=ctx.remaining(ctx.config.host.boot_deadline)):
-                    raise OrchestratorError(f"{need} did not finish in time")
+                    raise OrchestratorError(
+                        f"gave up waiting for {need}, which {name} needs: the boot deadline "
+                        f"of {ctx.config.host.boot_deadline:g} s passed",
+                        hint=f"see {need}'s lines above; raise deadlines.boot in "
+                        f"{ctx.config.host.source} if it is just slow")
                 if ctx.state.domains[need].status not in ("ready", "adopted"):
                     ctx.state.domains[name] = DomainRecord(status="skipped",
                                                            error=f"{need} is not ready")

@@ -10,6 +10,7 @@ import time
 
 from orchestrator.context import Context
 from orchestrator.errors import FetchError, OrchestratorError
+from orchestrator.steps.preflight import pci_driver
 from orchestrator.units import Image, NicConfig
 
 
@@ -84,8 +85,7 @@ def fetch_images(ctx: Context) -> None:
 
 def _nic_still_ours(ctx: Context, nic: NicConfig) -> None:
     """A run earlier in this boot may have handed the NIC over already."""
-    link = ctx.host.readlink(f"/sys/bus/pci/devices/{nic.bdf}/driver")
-    if link is not None and link.rstrip("/").endswith("/pciback"):
+    if pci_driver(ctx, nic.bdf) == "pciback":
         driver = ctx.state.original_drivers.get(nic.bdf) or "<its driver>"
         raise OrchestratorError(
             f"images are missing but dom0's NIC {nic.bdf} is already on pciback (handed "

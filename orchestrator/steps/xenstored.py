@@ -12,7 +12,7 @@ import re
 
 from orchestrator.context import Context
 from orchestrator.errors import CommandFailed, OrchestratorError
-from orchestrator.xl import VERSION_HINT, Xl
+from orchestrator.xl import Xl, explain_failure
 
 XENSTORED_PID = "/var/run/xenstored.pid"
 XENCONSOLED_PID = "/var/run/xen/xenconsoled.pid"
@@ -52,10 +52,8 @@ def start_xenstored(ctx: Context) -> None:
         result = host.run(["xen-init-dom0"], timeout=ctx.remaining(cfg.command_timeout),
                           check=False)
         if not result.ok:
-            # 4.20 tools on a 4.17 hypervisor: "Getting domain info: Permission denied"
-            version = "Permission denied" in result.stderr
             raise CommandFailed(result.argv, result.returncode, result.stderr,
-                                VERSION_HINT if version else "xen-init-dom0 needs "
+                                explain_failure(result.stderr) or "xen-init-dom0 needs "
                                 "/var/lib/xen and a toolstack matching the hypervisor")
 
     if host.outcome(lambda: _pid_alive(ctx, XENCONSOLED_PID), False):

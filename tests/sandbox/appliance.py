@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,14 +287,6 @@ class Appliance:
             walk(path)
         return out
 
-    def xenstored_up(self) -> bool:
-        try:
-            with self.xs(timeout=1.0) as xs:
-                xs.directory("/")
-            return True
-        except (OSError, XsError):
-            return False
-
     def domains(self) -> dict[str, int]:
         """{name: domid} of the domains the stand-in hypervisor has (dom0 excluded)."""
         out = {}
@@ -324,12 +315,3 @@ class Appliance:
 
     def processes(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [p for p in xlstate.processes(self.standin) if kind is None or p["kind"] == kind]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
