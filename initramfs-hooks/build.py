@@ -49,14 +49,18 @@ import subprocess
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(REPO))  # orchestrator.units reads the units (standard library only)
 import debian  # noqa: E402
+import image_needs  # noqa: E402
+
+from orchestrator.units import Config, load_units  # noqa: E402
 
 # What dom0 and the guests take from the release, by package. The shared libraries these
 # need are not listed: debian.Apt.libraries finds them in the release's dependency data
@@ -76,18 +80,30 @@ XEN_TOOLS = ["xl", "xenstored", "xenconsoled", "xen-init-dom0", "libxl-save-help
              "vchan-socket-proxy"]
 XENSTORE_LINKS = ["chmod", "exists", "list", "ls", "read", "rm", "watch", "write"]
 
-# Kernel modules by name; the closure over each module's `depends=` adds the rest.
-DOM0_MODULES = ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs",
-                "xen-pciback", "xen-netback", "xen-blkback", "bridge"]
+# Kernel modules by name; the closure over each module's `depends=` adds the rest. dom0's
+# other modules come from the units it carries (image_needs.dom0_needs): host.toml's
+# xen.modules, netback and the bridge only if dom0 serves a vif itself, netfront with
+# `[nic] after_handoff = "vif"`.
 # dom0's own hardware drivers, loaded by rc.dom0 from /etc/modules (no udev/mdev here)
 DOM0_DRIVERS = ["e1000", "xhci-pci"]
+XEN_GUEST_MODULES = ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs"]
 GUEST_MODULES = {
-    "net-vm": ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs",
-               "xen-pcifront", "e1000", "xen-netback", "bridge"],
-    "sa-vm": ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs"],
-    "workload-vm": ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs",
-                    "xen-netfront"],
+    # routed (guest/vif-route-sh): netback, no bridge
+    "net-vm": [*XEN_GUEST_MODULES, "xen-pcifront", "e1000", "xen-netback"],
+    "sa-vm": XEN_GUEST_MODULES,
+    "workload-vm": [*XEN_GUEST_MODULES, "xen-netfront"],
 }
+# What each guest role runs besides busybox (guest/*): files into /etc, and which Xen
+# programs. Only net-vm runs `xl` (`xl devd` serves the vifs, running vif-route-sh, a
+# plain sh script: no guest needs bash or Xen's bash hotplug scripts).
+GUEST_FILES = {
+    "net-vm": ["vif-route-sh"],
+    "sa-vm": ["vchan-echo-server"],
+    "workload-vm": ["vchan-echo-client", "netfront-hotplug", "mdev.conf"],
+}
+GUEST_XL = {"net-vm"}
+GUEST_SCRIPTS = {"vif-route-sh": "etc/xen/scripts/vif-route-sh"}
+
 # Python modules never shipped: TLS (images are plain HTTP, pinned by sha256), OpenSSL's
 # hashlib backend (Debian's python has sha256 built in), and what only tests use.
 PY_EXCLUDE = {"ssl", "_ssl", "_hashlib", "pydoc", "doctest", "unittest", "tkinter",
@@ -253,20 +269,26 @@ class Tree:
             if not dest.exists() and not dest.is_symlink():
                 link(os.path.relpath("/bin/busybox", "/" + str(Path(applet).parent)), dest)
 
-    def xen_tools(self, dom0: bool) -> None:
+    def xen_tools(self, tools: Sequence[str], hotplug_scripts: bool) -> None:
+        """The named Xen programs (the release's tool directory), the xenstore clients and
+        libgcc_s; with xl, its configuration; Xen's hotplug scripts (bash) only in a
+        domain that serves a device itself (image_needs)."""
         xb = f"/usr/lib/xen-{self.sys.release.xen}/bin"
-        tools = XEN_TOOLS if dom0 else ["xl", "libxl-save-helper", "vchan-socket-proxy"]
         for tool in tools:
             self.binary(f"{xb}/{tool}")
-        link(f"{xb}/xl", self.root / "usr/sbin/xl")
-        link(f"{xb}/vchan-socket-proxy", self.root / "usr/bin/vchan-socket-proxy")
+        # ldd never lists it; xl and vchan-socket-proxy abort without it ("libgcc_s.so.1
+        # must be installed for pthread_cancel to work", exit 134; XEN-LAB.md)
+        self.put(self.sys.real("/lib/x86_64-linux-gnu/libgcc_s.so.1"))
+        if "xl" in tools:
+            link(f"{xb}/xl", self.root / "usr/sbin/xl")
+            self.put("/etc/xen/xl.conf")
+        if "vchan-socket-proxy" in tools:
+            link(f"{xb}/vchan-socket-proxy", self.root / "usr/bin/vchan-socket-proxy")
         self.binary("/usr/bin/xenstore")
         for name in XENSTORE_LINKS:
             link("xenstore", self.root / f"usr/bin/xenstore-{name}")
-        self.put_tree("/etc/xen/scripts")
-        self.put("/etc/xen/xl.conf")
-        # ldd never lists it, xl needs it for pthread_cancel (XEN-LAB.md)
-        self.put(self.sys.real("/lib/x86_64-linux-gnu/libgcc_s.so.1"))
+        if hotplug_scripts:
+            self.put_tree("/etc/xen/scripts")
 
     def libraries(self) -> list[str]:
         """Copy the closure of every binary and shared object in the tree; returns sonames
@@ -593,25 +615,37 @@ def extract_vmlinux(bzimage: Path, sysroot: Sysroot) -> bytes:
 def guest_tree(root: Path, sysroot: Sysroot, modules: Modules, role: str) -> Tree:
     tree = Tree(root, sysroot)
     tree.busybox()
-    tree.binary("/bin/bash")
-    tree.xen_tools(dom0=False)
+    tree.xen_tools(["xl"] if role in GUEST_XL else ["vchan-socket-proxy"],
+                   hotplug_scripts=False)
     names, _ = modules.closure(GUEST_MODULES[role])
     modules.install(tree, names)
-    for name in ("init", f"role-{role}.sh", "udhcpc.script"):
-        src = HERE / "guest" / name
-        if src.exists():
-            copy(src, tree.root / ("init" if name == "init" else f"etc/{name}"))
-    (tree.root / "init").chmod(0o755)
+    guest = HERE / "guest"
+    copy(guest / "init", tree.root / "init")
+    copy(guest / "lib.sh", tree.root / "etc/guest-lib.sh")
+    copy(guest / f"role-{role}.sh", tree.root / f"etc/role-{role}.sh")
+    for name in GUEST_FILES[role]:
+        copy(guest / name, tree.root / GUEST_SCRIPTS.get(name, f"etc/{name}"))
+    for program in ["init"] + [GUEST_SCRIPTS.get(n, f"etc/{n}") for n in GUEST_FILES[role]
+                               if not n.endswith(".conf")]:
+        (tree.root / program).chmod(0o755)
     (tree.root / "etc/role").write_text(role + "\n")
+    if problems := image_needs.interpreter_problems(tree.root):
+        raise SystemExit(f"{role}: {problems}")
     return tree
 
 
 def dom0_tree(root: Path, sysroot: Sysroot, modules: Modules, site: Path,
               units: Path, lab: bool) -> tuple[Tree, dict[str, object]]:
+    configs = baked_units(units, lab)
+    loaded = [config for _, config in configs.values()]
+    needs = image_needs.dom0_needs(loaded, DOM0_DRIVERS)
+    if problems := image_needs.backend_problems(loaded):
+        raise SystemExit("dom0: " + "; ".join(problems))
     tree = Tree(root, sysroot)
     tree.busybox()
-    tree.binary("/bin/bash")
-    tree.xen_tools(dom0=True)
+    if needs.bash:
+        tree.binary("/bin/bash")
+    tree.xen_tools(XEN_TOOLS, hotplug_scripts=needs.hotplug_scripts)
     # OpenRC under busybox init (Alpine's arrangement): /etc/inittab runs the runlevels
     for path in ("/sbin/openrc", "/sbin/openrc-run", "/sbin/rc-service", "/sbin/rc-update",
                  "/bin/rc-status", "/sbin/start-stop-daemon", "/sbin/supervise-daemon"):
@@ -624,27 +658,66 @@ def dom0_tree(root: Path, sysroot: Sysroot, modules: Modules, site: Path,
     for name in ("inittab", "rc.dom0", "hostname", "profile"):
         copy(HERE / "dom0" / name, tree.root / "etc" / name)
     (tree.root / "etc/rc.dom0").chmod(0o755)
-    initd = tree.root / "etc/init.d"
-    initd.mkdir(parents=True, exist_ok=True)
-    copy(REPO / "units/openrc/orchestrator", initd / "orchestrator")
-    (tree.root / "etc/conf.d").mkdir(parents=True, exist_ok=True)
-    copy(REPO / "units/openrc/orchestrator.confd", tree.root / "etc/conf.d/orchestrator")
-    link("/etc/init.d/orchestrator", tree.root / "etc/runlevels/default/orchestrator")
+    install_services(tree)
     if lab:
+        initd = tree.root / "etc/init.d"
         copy(HERE / "lab/lab-report", initd / "lab-report")
         link("/etc/init.d/lab-report", tree.root / "etc/runlevels/default/lab-report")
-        copy(HERE / "lab/sequential-boot", tree.root / "usr/lib/lab/sequential-boot")
+        for name in ("lab-scenario", "sequential-boot"):
+            copy(HERE / "lab" / name, tree.root / "usr/lib/lab" / name)
+            (tree.root / "usr/lib/lab" / name).chmod(0o755)
         (tree.root / "etc/conf.d/orchestrator").open("a").write(LAB_CONFD)
-        shutil.copytree(units.with_name("units-pvh"), tree.root / "etc/orchestrator/units-pvh")
-    shutil.copytree(units, tree.root / "etc/orchestrator/units",
-                    ignore=shutil.ignore_patterns("openrc"))
-    names, added = modules.closure(DOM0_MODULES + DOM0_DRIVERS)
+    for where, (source, _) in configs.items():
+        shutil.copytree(source, tree.root / where.lstrip("/"),
+                        ignore=shutil.ignore_patterns("openrc"))
+    names, added = modules.closure(list(needs.modules))
     modules.install(tree, names)
-    (tree.root / "etc/modules").write_text("".join(f"{m}\n" for m in DOM0_DRIVERS))
+    (tree.root / "etc/modules").write_text("".join(f"{m}\n" for m in needs.boot_modules))
     kept = install_python(tree, sysroot, site)
     link("/bin/busybox", tree.root / "init")  # the kernel runs /init: busybox init
-    info: dict[str, object] = {"modules": names, "closure_added": added, "python": kept}
+    check_dom0_needs(tree, needs, names)
+    info: dict[str, object] = {"modules": names, "closure_added": added, "python": kept,
+                               "dom0_backends": list(needs.backends),
+                               "hotplug_scripts_and_bash": needs.hotplug_scripts}
     return tree, info
+
+
+def install_services(tree: Tree) -> None:
+    """units/openrc/*: each service without a dot in its name (a `.confd` beside it goes
+    to /etc/conf.d), in the default runlevel: `orchestrator`, and `orchestrator-watch`
+    (the follower) when the checkout has it."""
+    initd, confd = tree.root / "etc/init.d", tree.root / "etc/conf.d"
+    for service in sorted((REPO / "units/openrc").iterdir()):
+        if "." in service.name:
+            continue
+        copy(service, initd / service.name)
+        (initd / service.name).chmod(0o755)
+        if service.with_suffix(".confd").exists():
+            copy(service.with_suffix(".confd"), confd / service.name)
+        link(f"/etc/init.d/{service.name}", tree.root / "etc/runlevels/default" / service.name)
+
+
+def baked_units(units: Path, lab: bool) -> dict[str, tuple[Path, Config]]:
+    """The unit sets dom0 carries, by where they go in the image: the example's (with the
+    lab's images) and, in a lab image, the scenarios' variants (LAB_CONFD picks one)."""
+    sets = {"/etc/orchestrator/units": units}
+    for variant in LAB_UNIT_SETS if lab else ():
+        sets[f"/etc/orchestrator/{variant}"] = units.with_name(variant)
+    return {where: (source, load_units(source)) for where, source in sets.items()}
+
+
+def check_dom0_needs(tree: Tree, needs: image_needs.Dom0Needs, modules: list[str]) -> None:
+    """What nothing in dom0 uses is not in the image, and every script's interpreter is."""
+    problems = image_needs.interpreter_problems(tree.root)
+    if not needs.hotplug_scripts:
+        unused = [path for path in ("/etc/xen/scripts", "/bin/bash")
+                  if (tree.root / path.lstrip("/")).exists()]
+        unused += [f"kernel module {m}" for m in image_needs.BACKEND_MODULES
+                   if m.replace("-", "_") in modules]
+        problems += [f"{what} is in the image, but no unit has a vif that dom0 serves"
+                     for what in unused]
+    if problems:
+        raise SystemExit("dom0: " + "; ".join(problems))
 
 
 # Lab only: switches on the kernel command line (the runner sets them per scenario).
@@ -660,6 +733,15 @@ if grep -qw lab.pvh /proc/cmdline; then  # the PVH smoke test: one PVH domain
 \torchestrate_units=/etc/orchestrator/units-pvh
 fi
 """
+# The scenarios' unit sets besides the example's, in a lab image (LAB_CONFD picks one).
+LAB_UNIT_SETS = ("units-pvh",)
+# What the lab's guests and dom0 fetch from the build server to prove a network path
+# (workload-vm through net-vm): 64 KiB the tests know by sha256.
+LAB_PROBE = "lab-probe.bin"
+
+
+def lab_probe() -> bytes:
+    return hashlib.shake_256(b"xen-boot lab probe").digest(64 * 1024)
 
 PVH_UNIT = """# Lab only: the PVH smoke test (a single PVH domU is reliable under TCG, a full PVH
 # scenario is not: XEN-LAB.md "PVH guests under TCG"). sa-vm's image: it writes
@@ -695,6 +777,12 @@ def lab_units(dest: Path, images: dict[str, bytes], release: debian.Release) -> 
                   text)
     text = re.sub(r'^url = ".*"', 'url = "http://10.0.2.100/images/"', text, flags=re.M)
     host.write_text(text)
+    # the lab's workload-vm proves its network path by fetching the probe (guest/
+    # netfront-hotplug), through net-vm, from the build server
+    workload = dest / "domains/workload-vm.toml"
+    workload.write_text(re.sub(r'^extra = "(.*)"',
+                               rf'extra = "\1 probe_url=http://10.0.2.100/images/{LAB_PROBE}"',
+                               workload.read_text(), count=1, flags=re.M))
     for unit in (dest / "domains").glob("*.toml"):
         out, url = [], None
         for line in unit.read_text().splitlines():
@@ -770,6 +858,7 @@ def build(xen: str, out: Path, cache: Path, lab: bool,
         images[f"{role}.cpio.gz"] = (images_dir / f"{role}.cpio.gz").read_bytes()
         shutil.rmtree(tree.root)
     (images_dir / "vmlinux").write_bytes(images["vmlinux"])
+    (images_dir / LAB_PROBE).write_bytes(lab_probe())
 
     # dom0
     lab_units(out / "units", images, release)
@@ -813,9 +902,10 @@ def check_python(tree: Tree, py: str) -> None:
     if not out.startswith("ok"):
         raise SystemExit(f"import check in the image failed: {out}")
     out = run(["chroot", str(tree.root), "/usr/bin/orchestrate", "check"])
-    if (tree.root / "etc/orchestrator/units-pvh").is_dir():
-        out += run(["chroot", str(tree.root), "/usr/bin/orchestrate", "check", "--units",
-                    "/etc/orchestrator/units-pvh"])
+    for variant in LAB_UNIT_SETS:
+        if (tree.root / "etc/orchestrator" / variant).is_dir():
+            out += run(["chroot", str(tree.root), "/usr/bin/orchestrate", "check", "--units",
+                        f"/etc/orchestrator/{variant}"])
     log(f"in the image: {out.strip()}")
 
 
@@ -832,7 +922,7 @@ def sizes(tree: Tree, release: debian.Release, raw: int, out: Path) -> dict[str,
                                   r / "etc/orchestrator"],
         "openrc": [r / tree.sys.real("/lib/rc").lstrip("/"), r / "sbin/openrc",
                    r / "sbin/openrc-run"],
-        "busybox and bash": [r / "bin/busybox", r / "bin/bash"],
+        "busybox (and bash if needed)": [r / "bin/busybox", r / "bin/bash"],
     }
     out_sizes = {name: gz_size(r, paths) for name, paths in parts.items()}
     out_sizes["python runtime + orchestrator + deps"] = (

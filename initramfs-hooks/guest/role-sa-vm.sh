@@ -1,17 +1,10 @@
-# sa-vm: a vchan server (an echo) for workload-vm on the rendezvous node dom0 made for it.
+# sa-vm: a vchan echo server for each domain dom0 says it serves (`ipc/serve` in its own
+# home, published by dom0), on the rendezvous node dom0 made for the pair. It follows each
+# client's entry in dom0's map: a client under a new domid is served again.
 R ready 1
-(
-	for i in $(seq 1 900); do
-		W=$(xenstore-read /ipc/domain-map/workload-vm 2>/dev/null) &&
-			xenstore-exists "ipc/direct/$W" 2>/dev/null && break
-		sleep 0.2
+if serve=$(peers serve); then
+	R peers "serve=[$serve]"
+	for name in $serve; do
+		follow_peer "$name" /etc/vchan-echo-server &
 	done
-	mkfifo /tmp/loop
-	exec 3<>/tmp/loop
-	vchan-socket-proxy -m server -s data/vchan_state "$W" \
-		"/local/domain/$DOMID/ipc/direct/$W" 3 > /tmp/vchan.log 2>&1 &
-	R vchan_server "serving workload-vm (domid $W)"
-	sleep 5
-	R vchan_server_log "$(tr '\n' ' ' < /tmp/vchan.log) nodes: $(xenstore-ls -p \
-		"/local/domain/$DOMID/ipc/direct/$W" 2>&1 | tr '\n' ' ')"
-) &
+fi

@@ -1,32 +1,20 @@
-# workload-vm: network through net-vm's vif backend, and a vchan client of sa-vm.
+# workload-vm: its network through net-vm, on whatever vif it has whenever it gets it (at
+# boot, attached after boot, or re-attached after net-vm restarted: each new interface is
+# configured the moment the kernel announces it), and a vchan client of each domain dom0
+# says it connects to (`ipc/connect` in its own home, published by dom0).
+#
+# mdev as a daemon listens to the kernel's netlink uevents; /etc/mdev.conf runs
+# /etc/netfront-hotplug for every network interface that comes or goes (and makes no
+# device nodes: /dev stays as init made it). Started before xen-netfront loads, so the
+# first vif is announced to it too; one already there is configured here as well.
+mdev -d || G "mdev -d failed: new interfaces will not be configured"
 modprobe xen-netfront || G "modprobe xen-netfront failed"
-(
-	for i in $(seq 1 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.3; done
-	ip link set eth0 up
-	ip addr add 10.0.5.103/24 dev eth0
-	sleep 1
-	if ping -c 3 -W 2 10.0.5.1 > /tmp/ping.log 2>&1; then
-		R vif_ping "OK $(tail -1 /tmp/ping.log)"
-	else
-		R vif_ping "FAIL $(tr '\n' ' ' < /tmp/ping.log)"
-	fi
-) &
-for i in $(seq 1 300); do
-	S=$(xenstore-read /ipc/domain-map/sa-vm 2>/dev/null) &&
-		xenstore-exists "/local/domain/$S/ipc/direct/$DOMID/ring-ref" 2>/dev/null && break
-	sleep 0.2
+for netdev in /sys/class/net/eth*; do
+	[ -e "$netdev" ] && ACTION=add MDEV=${netdev##*/} /etc/netfront-hotplug
 done
-R vchan_rendezvous "sa-vm=$S: $(xenstore-ls -p "/local/domain/$S/ipc/direct/$DOMID" 2>&1 |
-	tr '\n' ' ')"
-msg="hello-over-vchan-from-$DOMID"
-# The client stays connected for a while after the echo, so that the rendezvous node
-# (which libxenvchan removes on close) still exists when net-vm probes it.
-mkfifo /tmp/vin
-exec 4<>/tmp/vin
-vchan-socket-proxy "$S" "/local/domain/$S/ipc/direct/$DOMID" - < /tmp/vin \
-	> /tmp/vchan.out 2> /tmp/vchan.err &
-client=$!
-echo "$msg" >&4
-for i in $(seq 1 100); do grep -q "$msg" /tmp/vchan.out 2>/dev/null && break; sleep 0.2; done
-R vchan_client "got [$(cat /tmp/vchan.out)]"
-(sleep 45; kill "$client") &
+if connect=$(peers connect); then
+	R peers "connect=[$connect]"
+	for name in $connect; do
+		follow_peer "$name" /etc/vchan-echo-client &
+	done
+fi

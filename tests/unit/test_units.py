@@ -90,7 +90,7 @@ BAD = [
      ("edit", 'readiness = "xenstore:data/ready"', 'readiness = "pingable"'),
      "sa-vm.toml: readiness", "unknown mode"),
     ("connected without devices", "domains/workload-vm.toml",
-     ("edit", '[[vif]]\nip = "10.0.5.103"\nbackend = "net-vm"', ""),
+     ("edit", '[[vif]]\nip = "10.0.5.103"\nbackend = "net-vm"\nscript = "vif-route-sh"', ""),
      "workload-vm.toml: readiness", "this domain has none"),
     ("missing kernel", "domains/sa-vm.toml", ("edit", "[kernel]", "[kernel_]"),
      "sa-vm.toml: kernel", "missing (required)"),
