@@ -1,12 +1,14 @@
 """The real-Xen lab: Xen + the dom0 image from initramfs-hooks under QEMU (TCG).
 
-    python -m tests.lab.runner [--out build/lab-4.17] [--scenario ok|server-down] [--timeout 600]
+    python -m tests.lab.runner [--out build/lab-4.17] [--scenario ok|server-down|...]
+                               [--timeout 600]
 
 Starts the build server on 127.0.0.1 (a random port) serving <out>/images, boots Xen
 under QEMU (q35 + intel-iommu, e1000 at 00:03.0 and an xHCI controller at 00:04.0, user
 networking with restrict=on and a guestfwd of 10.0.2.100:80 to the build server), captures
-the serial console to a file, stops on the lab report's last line, a poweroff or a timeout,
-and always ends every process it started. Never two labs at once: a lock file says so.
+the serial console to a file, waits after the lab report's last line until the machine
+has powered off (a graceful poweroff runs OpenRC's shutdown runlevel first), and always
+ends every process it started. Never two labs at once: a lock file says so.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tests.sandbox.fakes.buildserver import BuildServer  # noqa: E402
 LOCK = Path("/tmp/xen-boot-lab.lock")
 DONE = re.compile(r"@@LAB done|reboot: Power down|Entering ACPI S5|\(XEN\) Hardware Dom0 "
                   r"halted")
+SHUTDOWN_GRACE = 240.0  # seconds from the report's last line until QEMU must have exited
 DOM0_MEMORY_MIB = 320  # the orchestrator, xenstored, the unpacked image and the fetched images
 XEN_OVERHEAD_MIB = 48  # Xen itself and per-domain overhead (page tables, grant frames)
 
@@ -45,10 +48,11 @@ class LabRun:
     requests: list[tuple[str, int, int]] = field(default_factory=list)
     stamps: list[tuple[float, str]] = field(default_factory=list)  # (host s, line)
 
-    def host_time(self, pattern: str) -> float | None:
-        """Host seconds after QEMU started at which a line matching pattern arrived."""
+    def host_time(self, pattern: str, after: float = 0.0) -> float | None:
+        """Host seconds after QEMU started at which a line matching pattern arrived (the
+        first one at or after `after`)."""
         for seconds, line in self.stamps:
-            if re.search(pattern, line):
+            if seconds >= after and re.search(pattern, line):
                 return seconds
         return None
 
@@ -60,14 +64,36 @@ class LabRun:
         out = []
         for line in self.text().splitlines():
             line = line.rstrip("\r")
-            m = re.search(r"@@LAB " + re.escape(key) + r" ?(.*)$", line)
+            m = re.search(r"@@LAB " + re.escape(key) + r"(?: (.*))?$", line)
             if m:
-                out.append(m.group(1))
+                out.append(m.group(1) or "")
         return out
 
     def data(self, domain: str, key: str) -> str | None:
+        """A guest's data/<key> as the report read it after the boot."""
         values = self.lab(f"data {domain} {key}")
         return values[-1] if values else None
+
+    def after(self, domain: str, key: str) -> str | None:
+        """A guest's data/<key> as the report read it after the lifecycle scenario."""
+        values = self.lab(f"after {domain} {key}")
+        return values[-1] if values else None
+
+    def events(self) -> list[tuple[float, str]]:
+        """(host seconds, what) of the report's `@@LAB event <what> at <uptime>` lines."""
+        out = []
+        for seconds, line in self.stamps:
+            m = re.search(r"@@LAB event (.*?)\s*$", line)
+            if m:
+                out.append((seconds, m.group(1)))
+        return out
+
+    def event_time(self, pattern: str) -> float | None:
+        """Host seconds of the first report event matching pattern."""
+        for seconds, what in self.events():
+            if re.search(pattern, what):
+                return seconds
+        return None
 
 
 def memory_mib(out: Path) -> int:
@@ -140,6 +166,7 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
             for line in iter(proc.stdout.readline, b""):
                 f.write(line)
                 f.flush()
+                # one console line at a time, stamped when it arrived (host time)
                 stamps.append((time.monotonic() - started, line.decode("utf-8", "replace")))
                 if echo:
                     sys.stdout.write(line.decode("utf-8", "replace"))
@@ -155,8 +182,8 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
     try:
         if not done.wait(timeout):
             timed_out = True
-        # the report's poweroff ends QEMU by itself; give it a moment, then end it
-        deadline = time.monotonic() + 20
+        # the report's poweroff ends QEMU by itself (a graceful one stops the domains first)
+        deadline = time.monotonic() + (0 if timed_out else SHUTDOWN_GRACE)
         while time.monotonic() < deadline:
             pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -187,33 +214,62 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """How one lab boot differs from the plain appliance: switches on dom0's kernel command
+    line (lab.* words, read by the image's lab conf.d and the lab scenario), the CPU, and
+    whether the build server is down."""
+
+    switches: tuple[str, ...] = ()
+    cpu: str = CPU
+    server_down: bool = False
+
+
+SCENARIOS = {
+    # the appliance, then the domain lifecycle (restarts) and a graceful poweroff
+    "ok": Scenario(("lab.lifecycle",)),
+    "appliance": Scenario(),  # the boot alone, then poweroff -f
+    "server-down": Scenario(server_down=True),
+    "sequential": Scenario(("lab.sequential",)),
+    "pvh": Scenario(("lab.pvh",), CPU_PVH),
+    "skip-preflight": Scenario(("lab.skip-preflight",)),
+}
+
+# What `python -m tests.lab.runner` prints of the host timeline (the first line matching).
+MILESTONES = (("Xen starts", r"\(XEN\).*Xen version"),
+              ("dom0 kernel starts", r"Linux version \d"),
+              ("OpenRC starts", r"OpenRC .* is starting up"),
+              ("orchestrate starts", r"orchestrate \S+ \(boot\), pid"),
+              ("orchestrate verdict", r"orchestrate: (OK|FAILED|INTERR)"),
+              ("lab report done", r"@@LAB done"),
+              ("dom0 powered off", r"reboot: Power down|Hardware Dom0 (halted|shutdown)"))
+
+
+def run_scenario(out: Path, name: str, timeout: float = 600, capture: Path | None = None,
+                 echo: bool = False) -> LabRun:
+    scenario = SCENARIOS[name]
+    return boot(out, capture or out / f"capture-{name}.log", timeout, scenario.server_down,
+                echo, switches=scenario.switches, cpu=scenario.cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "lab-4.17")
-    parser.add_argument("--scenario", default="ok",
-                        choices=("ok", "server-down", "sequential", "pvh", "skip-preflight"))
+    parser.add_argument("--scenario", default="ok", choices=sorted(SCENARIOS))
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--capture", type=Path)
     parser.add_argument("--echo", action="store_true", help="copy the console to stdout")
     args = parser.parse_args()
-    capture = args.capture or args.out / f"capture-{args.scenario}.log"
-    run = boot(args.out, capture, args.timeout, args.scenario == "server-down", args.echo,
-               args.scenario == "sequential",
-               ("lab.pvh",) if args.scenario == "pvh" else
-               ("lab.skip-preflight",) if args.scenario == "skip-preflight" else (),
-               CPU_PVH if args.scenario == "pvh" else CPU)
+    run = run_scenario(args.out, args.scenario, args.timeout, args.capture, args.echo)
     print(f"lab: {args.scenario}: QEMU exit {run.returncode}, {run.seconds:.1f} s wall, "
           f"peak RSS {run.peak_rss_mib:.0f} MiB{', TIMED OUT' if run.timed_out else ''}; "
-          f"console in {capture}")
-    for label, pattern in (("Xen starts", r"\(XEN\).*Xen version"),
-                           ("dom0 kernel starts", r"Linux version \d"),
-                           ("OpenRC starts", r"OpenRC .* is starting up"),
-                           ("orchestrate starts", r"orchestrate \S+ \(boot\), pid"),
-                           ("orchestrate verdict", r"orchestrate: (OK|FAILED|INTERR)"),
-                           ("lab report done", r"@@LAB done")):
+          f"console in {run.capture}")
+    for label, pattern in MILESTONES:
         seconds = run.host_time(pattern)
         if seconds is not None:
             print(f"  {seconds:6.1f} s after QEMU started: {label}")
+    for seconds, what in run.events():
+        print(f"  {seconds:6.1f} s: {what}")
     sys.exit(1 if run.timed_out else 0)
 
 

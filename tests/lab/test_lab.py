@@ -2,14 +2,17 @@
 release in LAB_RELEASES (Xen 4.17 from Debian bookworm; 4.20 from trixie).
 
 OpenRC starts orchestrate from units/openrc at boot; it does everything for real. The lab
-report service (initramfs-hooks/lab/lab-report) then prints what the guests wrote under
-their own data/ keys and what dom0 looks like as `@@LAB` lines; QEMU's serial capture is
-all these tests read. Per release, two boots one after the other (never two QEMU at
-once): the example appliance, and the same with the build server down.
+report service (initramfs-hooks/lab/lab-report, running lab/lab-scenario) then prints what
+the guests wrote under their own data/ keys and what dom0 looks like as `@@LAB` lines;
+QEMU's serial capture is all these tests read. Per release, one boot after the other
+(never two QEMU at once): the example appliance, then its domains' lifecycle in the same
+boot (restarts, a graceful poweroff); the same with the build server down; a PVH smoke
+test; and the version trap.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.runner import CPU_PVH, REPO, LabRun, boot
+from tests.lab.runner import CPU_PVH, REPO, LabRun, boot, run_scenario
 
 pytestmark = [pytest.mark.xen, pytest.mark.timeout(1800)]
 LAB_RELEASES = ["4.17", "4.20"]
@@ -57,16 +60,22 @@ def images(release: str) -> Path:
 
 @pytest.fixture(scope="module")
 def appliance(images: Path) -> Iterator[LabRun]:
-    run = boot(images, images / "capture-ok.log", timeout=400)
+    """The example appliance, then (same boot) its lifecycle scenario and a graceful
+    poweroff (lab-scenario, lab.lifecycle)."""
+    run = run_scenario(images, "ok", timeout=900)
     assert not run.timed_out, run.text()[-4000:]
     yield run
 
 
 @pytest.fixture(scope="module")
 def server_down(images: Path, appliance: LabRun) -> Iterator[LabRun]:
-    run = boot(images, images / "capture-server-down.log", timeout=300, server_down=True)
+    run = run_scenario(images, "server-down", timeout=300)
     assert not run.timed_out, run.text()[-4000:]
     yield run
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_openrc_starts_orchestrate_and_it_brings_all_three_domains_up(
@@ -102,7 +111,7 @@ def test_every_step_ran_for_real_in_dom0(appliance: LabRun) -> None:
 
 
 def test_nothing_of_orchestrate_remains_and_the_nic_went_to_net_vm(appliance: LabRun) -> None:
-    assert appliance.lab("orchestrator-processes") == ["0"]
+    assert appliance.lab("orchestrate-processes") == ["0"]
     processes = " ".join(appliance.lab("ps"))
     assert "xenstored" in processes and "xenconsoled" in processes
     assert "orchestrate" not in processes
@@ -111,18 +120,90 @@ def test_nothing_of_orchestrate_remains_and_the_nic_went_to_net_vm(appliance: La
                           appliance.text())) == 3
 
 
-def test_workload_vm_reaches_net_vm_over_the_vif_it_serves(appliance: LabRun) -> None:
+def test_workload_vm_fetches_from_the_build_server_through_net_vm(
+        appliance: LabRun, images: Path) -> None:
+    """Routed networking (seed 000): workload-vm's only interface is its vif, served by
+    net-vm; the build server (QEMU's user network, 10.0.2.100) answered it through
+    net-vm's forwarding and proxy ARP, without NAT: QEMU's user network takes packets
+    from 10.0.5.103, outside its own 10.0.2.0/24, and finds the way back by ARP."""
     assert (appliance.data("net-vm", "nic") or "").endswith("52:54:00:12:34:56"), \
         "net-vm drives the passed-through e1000"
-    ping = appliance.data("workload-vm", "vif_ping") or ""
-    assert ping.startswith("OK round-trip"), ping
+    net = domids(appliance)["net-vm"]
+    probe = images / "images/lab-probe.bin"
+    fetch = appliance.data("workload-vm", f"fetch-{net}") or "(no result)"
+    assert fetch.startswith(f"OK {probe.stat().st_size} bytes sha256={sha256(probe)} "
+                            "via eth0"), fetch
+    assert ("/images/lab-probe.bin", 200, probe.stat().st_size) in appliance.requests
+    assert appliance.data("workload-vm", "net-eth0") == \
+        f"vif 0, 10.0.5.103/32, default dev eth0, backend domid {net}"
+    # its way to the server: eth0, where net-vm's netback (fe:ff:ff:ff:ff:ff) answered
+    # ARP for the server's address
+    route = appliance.data("workload-vm", f"route-{net}") or ""
+    assert re.match(r"10\.0\.2\.100 dev eth0 +src 10\.0\.5\.103 ;", route), route
+    assert "10.0.2.100 dev eth0 lladdr fe:ff:ff:ff:ff:ff" in route, route
+    assert int(appliance.data("net-vm", "netstate-1-forwarded") or 0) > 0, \
+        "net-vm forwarded the guest's packets"
+    modules = (appliance.data("net-vm", "netstate-1-modules") or "").split()
+    assert "xen_netback" in modules
+    assert not [m for m in modules if m.startswith(("nf_", "ip_tables", "iptable", "nft"))], \
+        f"no NAT in net-vm: {modules}"
+
+
+def test_net_vm_routes_each_guest_vif_by_a_host_route_and_has_no_bridge(
+        appliance: LabRun) -> None:
+    work = domids(appliance)["workload-vm"]
+    vif = f"vif{work}.0"
+    routes = (appliance.data("net-vm", "netstate-1-routes") or "").split(";")
+    assert [r.strip() for r in routes if " dev vif" in r] == \
+        [f"10.0.5.103 dev {vif} scope link"], routes
+    assert "default via 10.0.2.2 dev eth0" in routes
+    bridges = appliance.data("net-vm", "netstate-1-bridges")
+    assert bridges is not None and bridges.strip() == "", bridges
+    assert sorted((appliance.data("net-vm", "netstate-1-links") or "").split()) == \
+        ["eth0", "lo", vif]
+    assert "bridge" not in (appliance.data("net-vm", "netstate-1-modules") or "").split()
+    proxy_arp = (appliance.data("net-vm", "netstate-1-proxy_arp") or "").split()
+    assert "eth0=1" in proxy_arp and f"{vif}=1" in proxy_arp
+    assert appliance.data("net-vm", "netstate-1-ip_forward") == "1"
+    assert any(re.search(rf"@@GUEST net-vm [\d.]+ vif-route-sh online {vif}: routed "
+                         rf"10\.0\.5\.103 to {vif} \(/32, proxy ARP\)", line)
+               for line in appliance.lab("guest-console"))
+
+
+def test_dom0_has_no_address_or_route_for_the_guests_network(appliance: LabRun) -> None:
+    """[nic] after_handoff = "none" (the example's): after the handoff dom0 has no
+    network at all, and nothing of the guests' 10.0.5.0/24 (seed 002's end state)."""
+    addresses, routes = appliance.lab("dom0-addr"), appliance.lab("dom0-route")
+    assert not [line for line in addresses + routes if "10.0.5." in line]
+    assert [a for a in addresses if "inet 127.0.0.1/" not in a] == [], addresses
+    assert routes == []
+
+
+def test_guests_read_their_peers_from_what_dom0_published_for_them_alone(
+        appliance: LabRun) -> None:
+    ids = domids(appliance)
+    net, sa, work = ids["net-vm"], ids["sa-vm"], ids["workload-vm"]
+    assert appliance.data("sa-vm", "peers") == "serve=[workload-vm]"
+    assert appliance.data("workload-vm", "peers") == "connect=[sa-vm]"
+    assert re.search(rf'serve = "workload-vm"[ .]*\(n0,r{sa}\)',
+                     " ".join(appliance.lab(f"perms-ipc-{sa}")))
+    assert re.search(rf'connect = "sa-vm"[ .]*\(n0,r{work}\)',
+                     " ".join(appliance.lab(f"perms-ipc-{work}")))
+    assert re.search(rf'serve = ""[ .]*\(n0,r{net}\)',
+                     " ".join(appliance.lab(f"perms-ipc-{net}")))
+    for key in ("probe_read_peers_sa", "probe_read_peers_workload"):
+        value = appliance.data("net-vm", key) or "(no result)"
+        assert value.startswith("denied:"), f"{key}: {value}"
 
 
 def test_a_direct_vchan_between_sa_vm_and_workload_vm_carries_data(
         appliance: LabRun) -> None:
-    assert appliance.data("sa-vm", "vchan_state") == "running"
-    work = domids(appliance)["workload-vm"]
-    assert appliance.data("workload-vm", "vchan_client") == \
+    ids = domids(appliance)
+    sa, work = ids["sa-vm"], ids["workload-vm"]
+    assert appliance.data("sa-vm", "vchan-workload-vm-state") == "running"
+    assert appliance.data("sa-vm", "vchan-workload-vm") == \
+        f"serving workload-vm (domid {work}) on /local/domain/{sa}/ipc/direct/{work}"
+    assert appliance.data("workload-vm", f"vchan-sa-vm-{sa}") == \
         f"got [hello-over-vchan-from-{work}]"
 
 
