@@ -145,7 +145,7 @@ def _status(args: argparse.Namespace) -> int:
             seconds += f" (CPU {step.cpu_seconds:.2f} s)"
         print(f"{name:26} {step.status}{seconds}{': ' + step.error if step.error else ''}")
     for name, dom in state.domains.items():
-        print(f"{name:26} {dom.status} domid {dom.domid if dom.domid is not None else '-'}")
+        print(f"{name:26} {dom.state} domid {dom.domid if dom.domid is not None else '-'}")
     print(f"verdict: {state.verdict or '(boot still running or killed)'}")
     return EXIT_OK if state.exit_code == 0 else EXIT_FAILED
 
@@ -176,7 +176,7 @@ def _review(args: argparse.Namespace) -> int:
 def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
     """A run earlier in this boot (its state file is on tmpfs) may have been killed: say
     so, and keep the devices' original drivers it recorded before it moved them."""
-    from orchestrator.state import BootState
+    from orchestrator.state import BootState, DomainRecord
 
     text = host.read_text(f"{config.host.state_dir}/state.json")
     if not text:
@@ -191,6 +191,12 @@ def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
     log.info("note", text=f"an earlier run of this boot: {how}; converging from there")
     state.original_drivers = {bdf: driver for bdf, driver in previous.original_drivers.items()
                               if driver and driver != "pciback"}
+    # what this power cycle has seen and done: the journal goes on, dom0 still owns the
+    # nodes it wrote, and the vifs it attached keep their devids
+    state.journal = previous.journal
+    state.xenstore_written = previous.xenstore_written
+    state.domains = {name: DomainRecord(restarts=record.restarts, vifs=record.vifs)
+                     for name, record in previous.domains.items()}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -408,6 +408,6 @@ class DryRunHost(Host):
         pass  # the fetch step logs the request and the expected hash and size
 
     def xenstore(self, timeout: float) -> Xenstore:
-        from orchestrator.xenstore import RecordingXenstore
+        from orchestrator.xenstore_dryrun import RecordingXenstore
 
         return RecordingXenstore(self.log)

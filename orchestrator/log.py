@@ -45,6 +45,11 @@ TEMPLATES: dict[str, str] = {
     "fetch expect": "  -> {path} ({size} B)",
     "fetch sha256": "  sha256 {sha256:.24}...",
     "fetch attempt failed": "fetch {url}: attempt {attempt}/{attempts} failed: {error}",
+    "domain transition": "{domain} {to_state}, domid {domid}: {cause}",
+    "vif attached": "{domain}: vif {devid} attached to {backend} (domid {backend_domid}): "
+                    "{cause}",
+    "vif detached": "{domain}: vif {devid} detached from dead {backend} (domid "
+                    "{backend_domid}): {cause}",
     "domain state": "{domain}: {state}",
     "domain ready": "{domain} ready as domid {domid} ({seconds:.2f} s after create)",
     "domain failed": "{domain} failed: {error}",
@@ -57,6 +62,8 @@ TEMPLATES: dict[str, str] = {
 # not repeated as key=value on the console.
 _CONTEXT_FIELDS = {"event", "level", "uptime", "step_no", "step_count", "dry_run", "timestamp",
                    "detail"}
+# Fields the console leaves to the JSON lines, per event.
+_JSON_ONLY = {"domain transition": {"from_state", "seconds"}}
 
 
 def uptime() -> float:
@@ -85,7 +92,8 @@ class ConsoleRenderer:
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> str:
         name = str(event.get("event", ""))
-        fields = {k: v for k, v in event.items() if k not in _CONTEXT_FIELDS}
+        fields = {k: v for k, v in event.items()
+                  if k not in _CONTEXT_FIELDS and v is not None}
         values = dict(fields)
         values["would"] = "would " if event.get("dry_run") else ""
         template = TEMPLATES.get(name)
@@ -99,7 +107,8 @@ class ConsoleRenderer:
                 text = None
         if text is None:
             text = name
-        extra = " ".join(f"{k}={_show(v)}" for k, v in fields.items())
+        hidden = _JSON_ONLY.get(name, set())
+        extra = " ".join(f"{k}={_show(v)}" for k, v in fields.items() if k not in hidden)
         if extra:
             text = f"{text} {extra}"
         if "step_no" in event:

@@ -43,15 +43,6 @@ STEPS: tuple[tuple[str, Step], ...] = (
 )
 
 
-def state_file(ctx: Context) -> str:
-    return f"{ctx.config.host.state_dir}/state.json"
-
-
-def save(ctx: Context) -> None:
-    ctx.state.commands = list(ctx.host.executed)
-    ctx.host.save_state(state_file(ctx), ctx.state.to_json())
-
-
 def run_boot(ctx: Context, debug: bool = False) -> int:
     count = len(STEPS)
     boot_started = time.monotonic()
@@ -84,7 +75,7 @@ def _run_step(ctx: Context, name: str, step: Step,
     record = ctx.state.steps[name]
     ctx.log.info("step begin", step=name)
     record.status = "running"
-    save(ctx)
+    ctx.save()
     started = time.monotonic()
     cpu_started = time.process_time()
     ctx.partial.clear()
@@ -107,7 +98,7 @@ def _run_step(ctx: Context, name: str, step: Step,
     else:
         record.status = "ok"
         ctx.log.info("step ok", step=name, seconds=record.seconds)
-    save(ctx)
+    ctx.save()
     return None
 
 
@@ -134,7 +125,7 @@ def _finish(ctx: Context, code: int, text: str) -> int:
         ctx.log.info("summary", text=f"orchestrate: {usage['cpu_seconds']:.2f} s CPU, peak "
                      f"RSS {usage['peak_rss_mib']:.1f} MiB, {len(ctx.host.executed)} "
                      f"programs run")
-    save(ctx)
+    ctx.save()
     ctx.log.info("verdict", text=f"orchestrate: {text} (exit {code})")
     return code
 

@@ -47,6 +47,14 @@ class Topology:
                     todo.append(edge.after)
         return tuple(sorted(found))
 
+    def clients(self, name: str) -> tuple[str, ...]:
+        """The domains `name` serves a vchan to."""
+        return tuple(sorted(c for s, c in self.ipc_pairs if s == name))
+
+    def servers(self, name: str) -> tuple[str, ...]:
+        """The domains `name` connects to as a vchan client."""
+        return tuple(sorted(s for s, c in self.ipc_pairs if c == name))
+
     def peers(self, name: str) -> tuple[str, ...]:
         """The ipc peers of `name`, whichever side it is on."""
         out = {c for s, c in self.ipc_pairs if s == name} | {

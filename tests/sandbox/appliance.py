@@ -112,6 +112,20 @@ class Boot:
     def programs(self) -> list[str]:
         return [os.path.basename(c["program"]) for c in self.state.get("commands", [])]
 
+    def transitions(self, domain: str | None = None) -> list[dict[str, Any]]:
+        """The domain transitions of this run (its JSON events: the console's wording is
+        the renderer's business, the fields are the contract)."""
+        return [e for e in self.events if e.get("event") == "domain transition"
+                and (domain is None or e.get("domain") == domain)]
+
+    def went(self, domain: str, to_state: str, cause: str = "") -> bool:
+        """Whether `domain` made a transition to `to_state` whose cause matches `cause`."""
+        return any(t["to_state"] == to_state and re.search(cause, t.get("cause") or "")
+                   for t in self.transitions(domain))
+
+    def domain_states(self) -> dict[str, str]:
+        return {name: d["state"] for name, d in self.state.get("domains", {}).items()}
+
     def step_status(self) -> dict[str, str]:
         return {name: s["status"] for name, s in self.state.get("steps", {}).items()}
 
