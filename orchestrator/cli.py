@@ -7,9 +7,11 @@ structlog, tenacity or psutil (cloud-init's lesson: start-up is boot time).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="validate the unit files only")
     sub.add_parser("plan", parents=[common], help="print the waves and the edges behind them")
     sub.add_parser("status", parents=[common], help="print the state file of the last boot")
+    sub.add_parser("shutdown", parents=[common],
+                   help="stop the domains in reverse dependency order (OpenRC's stop)")
+    sub.add_parser("watch", parents=[common],
+                   help="follow the domains after the boot and keep their plumbing true "
+                   "(the orchestrator-watch service; runs until stopped)")
     review = sub.add_parser("review", parents=[common],
                             help="read a serial capture: steps, domains, critical path, "
                             "verdict, first failure")
@@ -82,6 +89,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if command == "review":
         return _review(args)
+    if command == "watch":
+        return _watch(args)
+    if command == "shutdown":
+        return _shutdown(args)
     return _boot(args)
 
 
@@ -206,42 +217,148 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _boot(args: argparse.Namespace) -> int:
     from orchestrator import log as logmod
 
-    json_file = None
     logmod.configure(args.log_format, args.debug)
-    log = logmod.get_logger()
     config = _load(args, sys.stderr)
     if config is None:
         return EXIT_INVALID
 
-    from orchestrator.context import Context
     from orchestrator.host import DryRunHost, Host
+
+    host = (DryRunHost if args.dry_run else Host)(
+        root=args.root, tools_path=config.host.tools_path,
+        command_timeout=config.host.command_timeout)
+    # JSON lines beside the console, for `orchestrate review` and machines
+    with _json_log(args, host, config) as log:
+        return _boot_with(args, host, config, log)
+
+
+def _boot_with(args: argparse.Namespace, host: Any, config: Any, log: Any) -> int:
+    from orchestrator import log as logmod
+    from orchestrator.context import Context
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.runlock import exclusive
     from orchestrator.runner import run_boot
     from orchestrator.state import BootState
     from orchestrator.topology import build_topology
 
     topology = build_topology(config)
-    host_cls = DryRunHost if args.dry_run else Host
-    host = host_cls(root=args.root, log=log, tools_path=config.host.tools_path,
-                    command_timeout=config.host.command_timeout)
-    if not args.dry_run:
-        # JSON lines beside the console, for `orchestrate review` and machines.
-        log_dir = host.path(config.host.state_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        json_file = open(log_dir / "boot.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        logmod.configure(args.log_format, args.debug, json_file=json_file)
-        log = logmod.get_logger()
-        host.log = log
     state = BootState(mode="dry-run" if args.dry_run else "boot",
                       started_uptime=logmod.uptime())
     waves = " | ".join(", ".join(w) for w in topology.waves)
     log.info("start", version=__version__, pid=os.getpid(), root=args.root,
              mode="dry run" if args.dry_run else "boot")
     log.info("units loaded", units=config.units_dir, domains=len(config.domains), waves=waves)
-    _resume(host, config, state, log)
-    ctx = Context(config=config, topology=topology, host=host, state=state, log=log,
-                  skip_version_check=args.skip_preflight)
     try:
-        return run_boot(ctx, debug=args.debug)
+        # one orchestrate acts at a time (a follower step waits for the boot to end)
+        with exclusive(host, config.host.state_dir, log, config.host.boot_deadline, "boot"):
+            _resume(host, config, state, log)
+            ctx = Context(config=config, topology=topology, host=host, state=state, log=log,
+                          skip_version_check=args.skip_preflight)
+            return run_boot(ctx, debug=args.debug)
+    except OrchestratorError as exc:  # the lock: another orchestrate never let go
+        log.error("step failed", step="boot", error=exc.message)
+        log.error("hint", hint=exc.hint)
+        return EXIT_FAILED
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """The follower: one xenstore connection, no polling, until SIGTERM (exit 0)."""
+    from orchestrator import log as logmod
+
+    logmod.configure(args.log_format, args.debug)
+    config = _load(args, sys.stderr)
+    if config is None:
+        return EXIT_INVALID
+    if getattr(args, "dry_run", False):
+        print("orchestrate: watch has no dry run (it changes nothing while all is well)",
+              file=sys.stderr)
+        return EXIT_INVALID
+
+    from orchestrator.context import Context, state_file
+    from orchestrator.follow import run_follower
+    from orchestrator.host import Host
+    from orchestrator.state import BootState
+    from orchestrator.topology import build_topology
+    from orchestrator.xenstore import PyxsXenstore
+
+    host = Host(root=args.root, tools_path=config.host.tools_path,
+                command_timeout=config.host.command_timeout)
+    with _json_log(args, host, config) as log:
+        state = BootState(mode="watch")
+        text = host.read_text(state_file(config))
+        if text:
+            try:
+                state = BootState.from_json(text)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                pass  # the follower reads it again before each step, and says so there
+        log.info("start", version=__version__, pid=os.getpid(), root=args.root, mode="watch")
+        store = PyxsXenstore(host.xenstored_socket(), config.host.xenstored_timeout, log)
+        ctx = Context(config=config, topology=build_topology(config), host=host,
+                      state=state, log=log, _xenstore=store)
+        try:
+            code = run_follower(ctx, store)
+        finally:
+            store.close()
+        word = "OK" if code == EXIT_OK else "FAILED"
+        log.info("verdict", text=f"orchestrate: {word}: watch stopped (exit {code})")
+        return code
+
+
+def _shutdown(args: argparse.Namespace) -> int:
+    from orchestrator import log as logmod
+
+    logmod.configure(args.log_format, args.debug)
+    config = _load(args, sys.stderr)
+    if config is None:
+        return EXIT_INVALID
+
+    from orchestrator.host import DryRunHost, Host
+
+    dry_run = getattr(args, "dry_run", False)
+    host = (DryRunHost if dry_run else Host)(root=args.root, tools_path=config.host.tools_path,
+                                             command_timeout=config.host.command_timeout)
+    with _json_log(args, host, config) as log:
+        return _shutdown_with(args, host, config, log, dry_run)
+
+
+def _shutdown_with(args: argparse.Namespace, host: Any, config: Any, log: Any,
+                   dry_run: bool) -> int:
+    from orchestrator.context import Context, state_file
+    from orchestrator.shutdown import run_shutdown
+    from orchestrator.state import BootState
+    from orchestrator.topology import build_topology
+
+    previous = None
+    text = host.read_text(state_file(config))
+    if text:
+        try:
+            previous = BootState.from_json(text)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("warning", text=f"ignoring unreadable {state_file(config)}")
+    log.info("start", version=__version__, pid=os.getpid(), root=args.root,
+             mode="dry run" if dry_run else "shutdown")
+    ctx = Context(config=config, topology=build_topology(config), host=host,
+                  state=BootState(mode="shutdown"), log=log)
+    try:
+        return run_shutdown(ctx, previous)
     finally:
-        if json_file is not None:
-            json_file.close()
+        ctx.close()
+
+
+@contextlib.contextmanager
+def _json_log(args: argparse.Namespace, host: Any, config: Any) -> Iterator[Any]:
+    """The console log, and its JSON lines appended to <state>/boot.jsonl (not in a dry
+    run): the boot, the follower and the shutdown of one power cycle in one file."""
+    from orchestrator import log as logmod
+
+    if host.dry_run:
+        logmod.configure(args.log_format, args.debug)
+        host.log = logmod.get_logger()
+        yield host.log
+        return
+    log_dir = host.path(config.host.state_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "boot.jsonl", "a", encoding="utf-8") as json_file:
+        logmod.configure(args.log_format, args.debug, json_file=json_file)
+        host.log = logmod.get_logger()
+        yield host.log

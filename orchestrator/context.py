@@ -20,6 +20,11 @@ from orchestrator.units import Config
 from orchestrator.xenstore import Xenstore
 
 
+class Cancelled(BaseException):
+    """The run was interrupted: a domain thread stops where it is, and nothing of what it
+    built is undone (a re-run converges from there)."""
+
+
 def state_file(config: Config) -> str:
     return f"{config.host.state_dir}/state.json"
 
@@ -38,6 +43,8 @@ class Context:
     skip_version_check: bool = False  # --skip-preflight: a version mismatch only warns
     _xenstore: Xenstore | None = None
     journal: Journal = field(init=False)
+    # set when the run is interrupted: domain threads stop at their next check
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -46,8 +53,20 @@ class Context:
 
         self.journal = Journal(self.state, self.log, self.save, uptime)
 
+    def adopt_state(self, state: BootState) -> None:
+        """Continue from the state file as another orchestrate left it (the follower reads
+        it before each step: a re-run may have changed it)."""
+        with self.journal.lock:
+            self.state = state
+            self.journal.state = state
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled()
+
     def remaining(self, cap: float) -> float:
         """min(cap, time left in the deadline); fails once the deadline passed."""
+        self.check_cancelled()
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise OrchestratorError(

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec
 
+from orchestrator.ipc import Domid
 from orchestrator.lifecycle import DomainState, Transition
 from orchestrator.state import JOURNAL_MAX, BootState, DomainRecord
 
@@ -32,6 +33,15 @@ class Journal:
     def record(self, name: str) -> DomainRecord:
         with self.lock:
             return self.state.domains.setdefault(name, DomainRecord())
+
+    def last_domid(self, name: str) -> Domid | None:
+        """The domid the journal last saw for `name` (this power cycle, any run)."""
+        with self.lock:
+            for entry in reversed(self.state.journal):
+                if entry.get("domain") == name and entry.get("domid") is not None:
+                    domid: Domid = entry["domid"]
+                    return domid
+        return None
 
     def apply(self, name: str,
               change: Callable[Concatenate[str, DomainRecord, P], Transition],

@@ -92,9 +92,9 @@ class ConsoleRenderer:
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> str:
         name = str(event.get("event", ""))
+        values = {k: ("-" if v is None else v) for k, v in event.items()}
         fields = {k: v for k, v in event.items()
                   if k not in _CONTEXT_FIELDS and v is not None}
-        values = dict(fields)
         values["would"] = "would " if event.get("dry_run") else ""
         template = TEMPLATES.get(name)
         text = None

@@ -19,9 +19,12 @@ from orchestrator.ipc import DOM0, XsNode, provisioning_plan
 
 
 def plan(ctx: Context) -> list[XsNode]:
+    """For the domains present now; one being stopped has no plumbing any more (everything
+    that needs it stopped first), and its home is never written while it goes."""
     cfg = ctx.config.host
-    return provisioning_plan(ctx.topology, cfg.domain_map, cfg.rendezvous,
-                             ctx.state.live_domids())
+    domids = {name: domid for name, domid in ctx.state.live_domids().items()
+              if ctx.state.domains[name].state != "stopping"}
+    return provisioning_plan(ctx.topology, cfg.domain_map, cfg.rendezvous, domids)
 
 
 def provision(ctx: Context) -> str:

@@ -21,7 +21,7 @@ from orchestrator.steps.devices import make_device_nodes
 from orchestrator.steps.domains import create_domains
 from orchestrator.steps.fetch import fetch_images
 from orchestrator.steps.finish import leave_dom0_idle
-from orchestrator.steps.handoff import bind_devices_to_pciback
+from orchestrator.steps.handoff import bind_devices_to_pciback, settle_after_abort
 from orchestrator.steps.preflight import preflight
 from orchestrator.steps.provision import provision_xenstore
 from orchestrator.steps.xenstored import check_platform, start_xenstored
@@ -56,11 +56,12 @@ def run_boot(ctx: Context, debug: bool = False) -> int:
                 if failure is not None:
                     return _stop(ctx, number, name, *failure, started)
     except KeyboardInterrupt:  # SIGINT, or SIGTERM (the CLI turns it into this)
+        ctx.cancelled.clear()  # the domain threads have stopped; the rollback may wait
         with structlog.contextvars.bound_contextvars(step_no=number, step_count=count):
             return _stop(ctx, number, name, "interrupted", None, started,
                          EXIT_INTERRUPTED, f"INTERRUPTED at {number}/{count} {name}")
     total = time.monotonic() - boot_started
-    failed = ctx.state.failed_domains()
+    failed = ctx.state.not_ready()
     if failed:
         return _finish(ctx, EXIT_FAILED, f"FAILED: {', '.join(failed)} not ready "
                        f"after {total:.1f} s")
@@ -112,6 +113,8 @@ def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
         ctx.log.error("hint", hint=hint)
     for later, _ in STEPS[number:]:
         ctx.state.steps[later].status = "skipped"
+    if ctx.state.steps["bind-devices-to-pciback"].status != "pending":
+        settle_after_abort(ctx)
     ctx.close()
     return _finish(ctx, code, verdict or f"FAILED at {number}/{len(STEPS)} {name}")
 

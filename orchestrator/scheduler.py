@@ -47,11 +47,13 @@ def levels(order: Sequence[str], before: Mapping[str, Collection[str]]) -> list[
 
 
 def walk(order: Sequence[str], before: Mapping[str, Collection[str]],
-         task: Callable[[str], None], workers: int) -> None:
+         task: Callable[[str], None], workers: int,
+         interrupted: Callable[[], None] = lambda: None) -> None:
     """Run task(name) for each name once its predecessors' tasks have returned; tasks are
     submitted in `order` (with one worker, a stable order: the dry run's). A task's
     exception is re-raised after the others finish (it is a bug: tasks report failures
-    through the journal)."""
+    through the journal). On an interrupt, `interrupted()` tells the running tasks to
+    stop, nothing more is started, and the interrupt goes on once they have."""
     pending = list(order)
     done: set[str] = set()
     running: dict[Future[None], str] = {}
@@ -65,7 +67,12 @@ def walk(order: Sequence[str], before: Mapping[str, Collection[str]],
                 running[pool.submit(context.run, task, name)] = name
             if not running:
                 raise ValueError(f"dependency cycle among {', '.join(pending)}")
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            try:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            except BaseException:
+                interrupted()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             for future in finished:
                 done.add(running.pop(future))
                 if future.exception() is not None:

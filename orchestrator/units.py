@@ -95,6 +95,7 @@ class DomainUnit:
     on_poweroff: str
     on_reboot: str
     on_crash: str
+    stop_timeout: float = 30.0  # `orchestrate shutdown`: destroyed if still there after
 
     @property
     def images(self) -> tuple[Image, ...]:
@@ -492,6 +493,7 @@ def _parse_domain(
         serve = ipc.strings("serve")
         connect = ipc.strings("connect")
         ipc.finish()
+    stop_timeout = t.number("stop_timeout", 30.0)
     actions = {}
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
                          ("on_crash", "destroy")):
@@ -515,6 +517,7 @@ def _parse_domain(
         readiness=readiness,
         serve=serve,
         connect=connect,
+        stop_timeout=stop_timeout,
         **actions,
     )
 

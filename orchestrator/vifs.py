@@ -93,9 +93,12 @@ def _attach(ctx: Context, xl: Xl, name: str, domid: Domid, index: int, spec: str
     try:
         # the backend goes Connected only after the frontend did (netback): its state,
         # written by the driver domain, is the one watched; the guest's is only read
-        store.wait([f"{device.backend}/state"],
-                   lambda _: "connected" if is_connected(store, device) else None,
-                   timeout, what=f"{name}'s vif {device.devid} to connect")
+        def connected(_: str | None) -> str | None:
+            ctx.check_cancelled()
+            return "connected" if is_connected(store, device) else None
+
+        store.wait([f"{device.backend}/state"], connected, timeout,
+                   what=f"{name}'s vif {device.devid} to connect")
     except OrchestratorError as exc:
         exc.hint = exc.hint or (f"is `xl devd` running in {backend}? see its console "
                                 f"/var/log/xen/console/guest-{backend}.log")

@@ -74,21 +74,12 @@ def create_domains(ctx: Context) -> None:
         bring_up(ctx, xl, ctx.config.domain(name), observed, alive)
 
     scheduler.walk(order, scheduler.forwards(ctx.topology), task,
-                   ctx.host.parallelism(len(order)))
+                   ctx.host.parallelism(len(order)), interrupted=ctx.cancelled.set)
     ctx.partial.extend(ctx.state.not_ready())
 
 
-def last_domid(ctx: Context, name: str) -> Domid | None:
-    """The domid the journal last saw for `name` (this power cycle, any run)."""
-    for entry in reversed(ctx.state.journal):
-        if entry.get("domain") == name and entry.get("domid") is not None:
-            domid: Domid = entry["domid"]
-            return domid
-    return None
-
-
 def adopt(ctx: Context, name: str, domid: int, flags: str) -> None:
-    was = last_domid(ctx, name)
+    was = ctx.journal.last_domid(name)
     cause = f"already running as domid {domid}"
     if was is not None and was != domid:
         cause += f" (was domid {was}: restarted since)"
@@ -201,6 +192,7 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> str:
                                     "ready", hint=_console_hint(domain.name))
 
     def ready(event: str | None) -> str | None:
+        ctx.check_cancelled()
         reason = probe.check(store, domid)
         if reason is None or probe.describe() == "running":
             alive(event)
