@@ -48,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                        "(a version pair the check does not know yet; expect xl to fail)")
     sub.add_parser("check", parents=[common], help="validate the unit files only")
     sub.add_parser("plan", parents=[common], help="print the waves and the edges behind them")
-    sub.add_parser("status", parents=[common], help="print the state file of the last boot")
+    status = sub.add_parser("status", parents=[common],
+                            help="the last boot, each domain's state and current domid")
+    status.add_argument("--check", action="store_true",
+                        help="compare xenstore and the vifs with the plan; exit 1 naming "
+                        "every difference")
+    status.add_argument("--json", action="store_true", help="one JSON document")
     sub.add_parser("shutdown", parents=[common],
                    help="stop the domains in reverse dependency order (OpenRC's stop)")
     sub.add_parser("watch", parents=[common],
@@ -140,25 +145,46 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    """The recorded boot, the live picture, and with --check every difference from the plan."""
+    import json
+
+    from orchestrator import log as logmod
+    from orchestrator.context import Context, state_file
+    from orchestrator.host import Host
     from orchestrator.state import BootState
+    from orchestrator.status import as_json, differences, domain_views, observe, render
+    from orchestrator.topology import build_topology
 
     config = _load(args, sys.stderr)
-    state_dir = config.host.state_dir if config else "/run/orchestrator"
-    path = Path(args.root, state_dir.lstrip("/"), "state.json")
+    if config is None:
+        return EXIT_INVALID
+    logmod.configure("json" if args.json else args.log_format, args.debug)
+    host = Host(root=args.root, tools_path=config.host.tools_path,
+                command_timeout=config.host.command_timeout)
+    path = host.path(state_file(config))
     try:
         state = BootState.from_json(path.read_text())
     except FileNotFoundError:
         print(f"no state file at {path}: orchestrate has not run since boot")
         return EXIT_FAILED
-    for name, step in state.steps.items():
-        seconds = f" {step.seconds:.2f} s" if step.seconds is not None else ""
-        if step.cpu_seconds is not None:
-            seconds += f" (CPU {step.cpu_seconds:.2f} s)"
-        print(f"{name:26} {step.status}{seconds}{': ' + step.error if step.error else ''}")
-    for name, dom in state.domains.items():
-        print(f"{name:26} {dom.state} domid {dom.domid if dom.domid is not None else '-'}")
-    print(f"verdict: {state.verdict or '(boot still running or killed)'}")
-    return EXIT_OK if state.exit_code == 0 else EXIT_FAILED
+    ctx = Context(config=config, topology=build_topology(config), host=host, state=state,
+                  log=logmod.get_logger())
+    observed = observe(ctx)
+    diffs = None
+    if args.check:
+        if observed is None:
+            print("orchestrate status --check: `xl list` failed: run it as root on the dom0")
+            return EXIT_FAILED
+        try:
+            diffs = differences(ctx, ctx.xenstore(), observed)
+        finally:
+            ctx.close()
+    views = domain_views(ctx, observed)
+    if args.json:
+        print(json.dumps(as_json(state, views, observed is not None, diffs), indent=1))
+    else:
+        print("\n".join(render(state, views, observed is not None, diffs)))
+    return EXIT_OK if state.exit_code == 0 and not diffs else EXIT_FAILED
 
 
 def _review(args: argparse.Namespace) -> int:
