@@ -316,9 +316,13 @@ class Appliance:
         self.check_only_standins_ran()
         state_path = self.root / STATE_DIR / "state.json"
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        # boot.jsonl holds every run of this power cycle: this run's events follow the
+        # last "start" event (its pid is the run's own)
         events_path = self.root / STATE_DIR / "boot.jsonl"
-        events = [json.loads(line) for line in events_path.read_text().splitlines()
-                  if line.strip()] if events_path.exists() else []
+        every = [json.loads(line) for line in events_path.read_text().splitlines()
+                 if line.strip()] if events_path.exists() else []
+        starts = [i for i, e in enumerate(every) if e.get("event") == "start"]
+        events = every[starts[-1]:] if starts else every
         return Boot(code, console, state, events, seconds)
 
     def check_only_standins_ran(self) -> None:
