@@ -141,6 +141,16 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"passthrough: {bdf} -> {owner} (after fetch-images)")
     for server, client in topology.ipc_pairs:
         print(f"vchan: {server} serves {client}")
+    for domain in config.domains:
+        for index, vif in enumerate(domain.vifs):
+            if vif.backend is None:
+                when = "served by dom0, in the xl config"
+            elif vif.attached_later:
+                when = (f"created without it; attached once {vif.backend} is ready "
+                        "(xl network-attach)")
+            else:
+                when = f"in the xl config: {domain.name} is created once {vif.backend} is ready"
+            print(f"vif: {domain.name} vif[{index}] -> {vif.backend or 'dom0'}: {when}")
     return EXIT_OK
 
 

@@ -61,7 +61,9 @@ def run_boot(ctx: Context, debug: bool = False) -> int:
             return _stop(ctx, number, name, "interrupted", None, started,
                          EXIT_INTERRUPTED, f"INTERRUPTED at {number}/{count} {name}")
     total = time.monotonic() - boot_started
-    failed = ctx.state.not_ready()
+    failed = ctx.state.not_ready() + [
+        what for step in ctx.state.steps.values() if step.status == "partial"
+        for what in (step.error or "").split(", ") if what not in ctx.state.domains]
     if failed:
         return _finish(ctx, EXIT_FAILED, f"FAILED: {', '.join(failed)} not ready "
                        f"after {total:.1f} s")
