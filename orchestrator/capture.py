@@ -1,0 +1,199 @@
+"""Reading a raw serial capture as a stream: our lines and Xen's banners. Stdlib only.
+
+A capture of the serial line holds far more than our lines: Xen's `(XEN) ...`, the dom0
+kernel's `[    4.567890] ...`, OpenRC's ` * ...` and `[ ok ]`, ANSI colours and cursor
+moves, CRLF (and the CR CR LF of a Linux tty), NULs and bytes that are no UTF-8 at all,
+and a kernel message may land in the middle of one of our lines. The rules:
+
+- the capture is read in chunks, never whole: memory does not grow with its size;
+- CR LF, CR CR LF, LF and a lone CR each end a line; a line longer than LINE_LIMIT is an
+  error (no serial console writes that: it is not a capture, e.g. /dev/zero), and so
+  is a capture longer than CAPTURE_LIMIT;
+- bytes are decoded as UTF-8 with replacement; NULs, ANSI escapes and other control
+  characters are dropped (only for lines that hold a prefix of ours: the rest is not
+  decoded at all, which is what makes a 200 MB capture fast);
+- a line of ours is found by its prefix anywhere in a line: `[%6.1f] ` (seconds since
+  boot, one decimal, at least 6 wide; the kernel's has six decimals), then optionally
+  `[n/N] ` (events.py). Several of ours on one line are split at each prefix;
+- a line of ours ends early where a kernel timestamp or `(XEN)` starts inside it (it was
+  cut); when the next non-empty line starts with bare text (no timestamp, no `(XEN)`, no
+  OpenRC mark) and gluing it on makes an event we know, that text is the rest of the cut
+  line (the free text of our events is escaped so that it never looks like either);
+- `(XEN) ... Xen version X.Y` is Xen's banner: a power cycle starts there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from orchestrator.events import STEP_PREFIX, UPTIME_PREFIX, parse_body
+
+CHUNK = 1 << 20
+LINE_LIMIT = 16 << 20  # bytes in one line
+CAPTURE_LIMIT = 2 << 30  # bytes in one capture
+BODY_LIMIT = 64 << 10  # bytes of one line of ours that are read (ours are far shorter)
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+                   r"|\x1b[ -/]*[0-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Where another writer's line starts inside one of ours.
+_FOREIGN = re.compile(r"\[ *\d{1,9}\.\d{6}\]|\(XEN\)")
+# The start of a line that cannot be the rest of a cut line of ours.
+_NOT_REST = re.compile(r"\s*(?:$|\[ *\d{1,9}\.\d{6}\]|\(XEN\)|\*\s|\[ (?:ok|!!) \])")
+_OURS_BYTES = re.compile(rb"\[ *\d{1,9}\.\d\] ")
+_BANNER = re.compile(r"\(XEN\) (?:\[[^\]]{0,40}\] )?Xen version (\d{1,3}\.\d{1,3}[^\s(]{0,40})")
+
+
+class CaptureError(Exception):
+    """The input is not a serial capture we can read; `str()` says why in one line."""
+
+
+@dataclass(slots=True)
+class Line:
+    """One line of ours as the capture has it."""
+
+    number: int  # the capture's line it starts on (1-based)
+    uptime: float
+    step_no: int | None
+    step_count: int | None
+    body: str
+    cut: bool = False
+    rejoined: bool = False
+
+
+@dataclass(slots=True)
+class Banner:
+    """Xen's banner: a power cycle starts on this line."""
+
+    number: int
+    version: str
+
+
+def clean(raw: str) -> str:
+    text = _ANSI.sub("", raw.replace("\x00", ""))
+    return _CONTROL.sub("", text.replace("\t", " "))
+
+
+def _physical_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The capture's lines, without their ends, read a chunk at a time."""
+    carry = b""
+    total = 0
+    while True:
+        chunk = stream.read(CHUNK)
+        total += len(chunk)
+        if total > CAPTURE_LIMIT:
+            raise CaptureError(f"it is longer than {CAPTURE_LIMIT >> 30} GiB; review a part "
+                               "of it (tail -c 100M CAPTURE > part.log)")
+        data = carry + chunk
+        if not chunk:
+            if data:
+                yield from _split(data)
+            return
+        # cut after the last LF (a CR may be the first half of a CR LF in the next chunk)
+        end = data.rfind(b"\n")
+        if end < 0:
+            end = data.rfind(b"\r", 0, len(data) - 1)
+        if end < 0:
+            if len(data) > LINE_LIMIT:
+                raise CaptureError(f"a line is longer than {LINE_LIMIT >> 20} MiB: not a "
+                                   "serial console capture")
+            carry = data
+            continue
+        carry = data[end + 1:]
+        yield from _split(data[: end + 1])
+
+
+def _split(data: bytes) -> list[bytes]:
+    # CR CR LF (a Linux tty's line end) and CR LF end one line; so do LF and a lone CR
+    return data.replace(b"\r\n", b"\n").replace(b"\r\n", b"\n").splitlines()
+
+
+def _decode(raw: bytes) -> str:
+    return clean(raw.decode("utf-8", errors="replace"))
+
+
+class CaptureReader:
+    """Iterate over a capture's lines of ours and Xen's banners; `lines` counts every
+    line read so far."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.lines = 0
+        self._held: Line | None = None
+
+    def __iter__(self) -> Iterator[Line | Banner]:
+        pending: Line | None = None  # a line of ours cut at the end of the line before
+        for raw in _physical_lines(self.stream):
+            self.lines += 1
+            if not raw:
+                continue
+            if pending is not None:
+                text = _decode(raw[:BODY_LIMIT])
+                if not text.strip():
+                    continue
+                yield _rejoined(pending, text)
+                pending = None
+            if b"Xen version" in raw:
+                m = _BANNER.search(_decode(raw[:4096]))
+                if m:
+                    yield Banner(self.lines, m.group(1))
+                    continue
+            if _OURS_BYTES.search(raw) is not None:
+                yield from self._ours(self.lines, raw)
+                pending, self._held = self._held, None
+        if pending is not None:
+            yield _final(pending)
+
+    def _ours(self, number: int, raw: bytes) -> Iterator[Line]:
+        """The lines of ours on one line, each from its prefix to the next one (at most
+        BODY_LIMIT bytes); a last one that was cut is held in `_held`, not yielded: its
+        rest may be on the next line."""
+        starts = (m for m in _OURS_BYTES.finditer(raw) if len(m.group()) >= 9)
+        start = next(starts, None)
+        while start is not None:
+            after = next(starts, None)
+            end = after.start() if after is not None else len(raw)
+            body = _decode(raw[start.end(): min(end, start.end() + BODY_LIMIT)])
+            foreign = _FOREIGN.search(body)
+            if foreign:
+                body = body[: foreign.start()]
+            line = _line(number, float(start.group()[1:-2]), body, cut=bool(foreign))
+            if line.cut and after is None:
+                self._held = line
+            else:
+                yield _final(line)
+            start = after
+
+
+def _line(number: int, uptime: float, body: str, cut: bool = False,
+          rejoined: bool = False) -> Line:
+    step_no = step_count = None
+    if m := STEP_PREFIX.match(body):
+        step_no, step_count = int(m.group(1)), int(m.group(2))
+        body = body[m.end():]
+    return Line(number, uptime, step_no, step_count, body, cut, rejoined)
+
+
+def _final(line: Line) -> Line:
+    line.body = line.body.rstrip()
+    return line
+
+
+def _rejoined(cut: Line, text: str) -> Line:
+    """The cut line with its rest from `text` when that makes an event we know."""
+    if _NOT_REST.match(text):
+        return _final(cut)
+    head = text
+    if first := next((m for m in UPTIME_PREFIX.finditer(text) if len(m.group(1)) >= 6),
+                     None):
+        head = text[: first.start()]
+    if m := _FOREIGN.search(head):
+        head = head[: m.start()]
+    if not head.strip():
+        return _final(cut)
+    step = f"[{cut.step_no}/{cut.step_count}] " if cut.step_no is not None else ""
+    joined = _final(_line(cut.number, cut.uptime, step + cut.body + head, True, True))
+    return joined if parse_body(joined.body) is not None else _final(cut)

@@ -1,0 +1,507 @@
+"""The console event catalogue: every event's console form, defined once. Stdlib only.
+
+Each event has a name (the structlog event), a template and typed fields. The console
+renderer (log.py) and `orchestrate review` (which has only the serial capture) both
+derive from this table, so the two cannot drift: `render_body` turns fields into the
+text after the line's prefix, `parse_body` turns that text back into (event, fields).
+
+A line is `[%6.1f] ` (seconds since boot), then `[n/N] ` for a line inside a step, then
+the body. A hint is indented instead, under the step text (STYLE.md), so that no hint
+can read like a line of a domain named `hint`.
+
+Three kinds of event:
+- structured: the review reads them. Their forms are pairwise disjoint, so any field
+  values of the right type render to a line that parses back to the same event with
+  the same fields (tests/unit/test_events.py proves it with hypothesis, also for lines
+  cut by kernel and Xen output). A value that does not fit its type (a domain name with
+  a space) is rendered as `event key=value ...`, which the review does not mistake.
+- prose: notes, actions, checks, xl config lines: for people; the review only counts
+  them as lines of ours. Their free text may look like anything, so they are never
+  parsed into fields.
+- legacy: forms of orchestrate 0.1.0 (the "domain state/ready/failed/skipped" lines that
+  the lifecycle's "domain transition" replaces, and the hint with its step number):
+  parsed, tried after every structured form, so captures of older boots still review.
+
+Free text is escaped so that a line stays one printable ASCII line and round-trips:
+backslash, control and non-ASCII characters as Python escapes (`\\n`, `\\xe9`), and the
+two things the review takes for another writer inside our line, `(XEN)` and a `[` that
+starts a timestamp, as `\\x28XEN)` and `\\x5b`. Plain English text is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# The states of a domain's lifecycle (issue 9), as "domain transition" carries them.
+STATES = ("pending", "created", "provisioned", "booting", "ready", "adopted", "restarted",
+          "crashed", "stopping", "stopped", "failed", "skipped", "gone")
+MODES = ("boot", "dry run", "watch", "shutdown")
+VERDICT_WORDS = ("OK", "FAILED", "INTERRUPTED")
+DOMAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}"
+STEP_NAME = r"[a-z][a-z0-9-]{0,47}"
+INDENT = " " * 6  # a hint sits under the text of a `[n/N] ` line
+
+# ---- the line's prefix --------------------------------------------------------------------
+
+UPTIME_PREFIX = re.compile(r"\[( *\d{1,9}\.\d)\] ")  # ours: one decimal, >= 6 wide
+STEP_PREFIX = re.compile(r"\[(\d{1,3})/(\d{1,3})\] ")
+
+
+def line_prefix(uptime: float, step_no: object = None, step_count: object = None) -> str:
+    step = f"[{step_no}/{step_count}] " if step_no is not None else ""
+    return f"[{uptime:6.1f}] {step}"
+
+
+# ---- free text -----------------------------------------------------------------------------
+
+_LOOKS_FOREIGN = re.compile(r"\[(?= *\d{1,9}\.\d)|\((?=XEN\))")
+
+
+def escape_text(text: str) -> str:
+    """One printable ASCII line that `unescape_text` turns back into `text`."""
+    out = text.encode("unicode_escape").decode("ascii")
+    out = _LOOKS_FOREIGN.sub(lambda m: f"\\x{ord(m.group()):02x}", out)
+    if out.endswith(" "):  # a capture's line ends are stripped: keep a trailing space
+        out = out[:-1] + "\\x20"
+    return out
+
+
+def unescape_text(text: str) -> str:
+    if "\\" not in text:
+        return text
+    try:
+        return text.encode("latin-1").decode("unicode_escape")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return text  # not written by us (a cut line glued to foreign text): keep it as is
+
+
+# ---- field types ---------------------------------------------------------------------------
+
+class FieldType:
+    """How one field looks on the console: render, its regex, and parse back."""
+
+    unbounded = False  # matches any text: only as the last field, or before a fixed tail
+
+    def pattern(self) -> str:
+        raise NotImplementedError
+
+    def render(self, value: object) -> str | None:
+        """The console text, or None if the value does not fit the type."""
+        raise NotImplementedError
+
+    def parse(self, text: str | None) -> object:
+        raise NotImplementedError
+
+    def canonical(self, value: object) -> object:
+        """What `parse(render(value))` gives: the value at the console's precision."""
+        return value
+
+    def regex(self, group: str) -> str:
+        return f"(?P<{group}>{self.pattern()})"
+
+
+class Token(FieldType):
+    """A name from a fixed alphabet: a domain, a step, a version."""
+
+    def __init__(self, pattern: str) -> None:
+        self._pattern = pattern
+        self._re = re.compile(pattern)
+
+    def pattern(self) -> str:
+        return self._pattern
+
+    def render(self, value: object) -> str | None:
+        return value if isinstance(value, str) and self._re.fullmatch(value) else None
+
+    def parse(self, text: str | None) -> object:
+        return text
+
+
+class Choice(Token):
+    def __init__(self, values: tuple[str, ...]) -> None:
+        super().__init__("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+        self.values = values
+
+
+class Int(FieldType):
+    def __init__(self, lo: int = 0, hi: int = 2**31 - 1) -> None:
+        self.lo, self.hi = lo, hi
+
+    def pattern(self) -> str:
+        return r"-?\d{1,19}" if self.lo < 0 else r"\d{1,19}"
+
+    def render(self, value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None
+        return str(value) if self.lo <= value <= self.hi else None
+
+    def parse(self, text: str | None) -> object:
+        return int(text) if text is not None else None
+
+
+class Seconds(FieldType):
+    """A duration, shown to the hundredth (JSON lines keep full precision)."""
+
+    def pattern(self) -> str:
+        return r"\d{1,10}\.\d\d"
+
+    def render(self, value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not math.isfinite(value) or not 0 <= value < 1e9:
+            return None
+        return f"{value:.2f}"
+
+    def parse(self, text: str | None) -> object:
+        return float(text) if text is not None else None
+
+    def canonical(self, value: object) -> object:
+        return float(f"{value:.2f}") if isinstance(value, int | float) else value
+
+
+class Text(FieldType):
+    """Free text, escaped (see the module docstring)."""
+
+    unbounded = True
+
+    def pattern(self) -> str:
+        return r".*"
+
+    def render(self, value: object) -> str | None:
+        return escape_text(str(value))
+
+    def parse(self, text: str | None) -> object:
+        return unescape_text(text or "")
+
+    def canonical(self, value: object) -> object:
+        return str(value)
+
+
+class Path(Text):
+    """A path or URL: free text without spaces (a space is escaped as \\x20)."""
+
+    unbounded = False
+
+    def pattern(self) -> str:
+        return r"\S+"
+
+    def render(self, value: object) -> str | None:
+        text = str(value)
+        return escape_text(text).replace(" ", "\\x20") if text else None
+
+
+class Domid(FieldType):
+    """`domid 3`, `domid <domid:net-vm>` in a dry run, or `no domid`."""
+
+    _placeholder = re.compile(f"<domid:{DOMAIN_NAME}>")
+
+    def pattern(self) -> str:
+        return rf"domid (?:\d{{1,10}}|<domid:{DOMAIN_NAME}>)|no domid"
+
+    def render(self, value: object) -> str | None:
+        if value is None:
+            return "no domid"
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+            return f"domid {value}"
+        if isinstance(value, str) and self._placeholder.fullmatch(value):
+            return f"domid {value}"
+        return None
+
+    def parse(self, text: str | None) -> object:
+        if text is None or text == "no domid":
+            return None
+        value = text.removeprefix("domid ")
+        return int(value) if value.isdigit() else value
+
+
+class NameList(FieldType):
+    """Domain names, `net-vm, sa-vm` (given as that string or as a list)."""
+
+    def pattern(self) -> str:
+        return f"{DOMAIN_NAME}(?:, {DOMAIN_NAME})*"
+
+    def _names(self, value: object) -> list[str] | None:
+        if isinstance(value, str):
+            names = [n.strip() for n in value.split(",")]
+        elif isinstance(value, list | tuple):
+            names = [str(n) for n in value]
+        else:
+            return None
+        ok = names and all(re.fullmatch(DOMAIN_NAME, n) for n in names)
+        return names if ok else None
+
+    def render(self, value: object) -> str | None:
+        names = self._names(value)
+        return ", ".join(names) if names else None
+
+    def parse(self, text: str | None) -> object:
+        return text
+
+    def canonical(self, value: object) -> object:
+        return self.render(value)
+
+
+_PREPOSITION = re.compile(r"(?:at|during) ")
+
+
+def verdict_text(word: str, detail: str) -> str:
+    """`FAILED at 5/9 fetch-images`, `OK: 3 domains are ready, 2.2 s`."""
+    return word + (f" {detail}" if _PREPOSITION.match(detail) else f": {detail}")
+
+
+class Clause(Text):
+    """The verdict's detail: `FAILED at 5/9 x` (a clause starting with at/during follows
+    the word), `OK: 3 domains are ready` (anything else after a colon)."""
+
+    def regex(self, group: str) -> str:
+        return f"(?: (?P<{group}>(?:at|during) .*)|: (?P<{group}_>.*))"
+
+    def render(self, value: object) -> str | None:
+        return verdict_text("", escape_text(str(value)))
+
+
+class Optional(FieldType):
+    """A field shown only when it has a value, with its own words around it."""
+
+    def __init__(self, inner: FieldType, before: str, after: str = "") -> None:
+        self.inner, self.before, self.after = inner, before, after
+        self.unbounded = inner.unbounded
+
+    def regex(self, group: str) -> str:
+        return (f"(?:{re.escape(self.before)}{self.inner.regex(group)}"
+                f"{re.escape(self.after)})?")
+
+    def render(self, value: object) -> str | None:
+        if value is None or value == "":
+            return ""
+        text = self.inner.render(value)
+        return None if text is None else f"{self.before}{text}{self.after}"
+
+    def parse(self, text: str | None) -> object:
+        if text is None:
+            return "" if isinstance(self.inner, Text) else None
+        return self.inner.parse(text)
+
+    def canonical(self, value: object) -> object:
+        if value is None or value == "":
+            return "" if isinstance(self.inner, Text) else None
+        return self.inner.canonical(value)
+
+
+DOMAIN = Token(DOMAIN_NAME)
+STEP = Token(STEP_NAME)
+TEXT = Text()
+
+
+# ---- events ----------------------------------------------------------------------------
+
+_FIELD = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class EventDef:
+    name: str
+    template: str
+    fields: Mapping[str, FieldType]
+    kind: str = "structured"  # structured, prose, legacy
+    stepless: bool = False  # printed without [n/N] (a hint: its template is indented)
+    renders: bool = True  # False: a legacy form only read (nothing prints it any more)
+
+    def parts(self) -> list[tuple[str, str]]:
+        """("lit", text) and ("field", name), in order."""
+        out, at = [], 0
+        for m in _FIELD.finditer(self.template):
+            if m.start() > at:
+                out.append(("lit", self.template[at: m.start()]))
+            out.append(("field", m.group(1)))
+            at = m.end()
+        if at < len(self.template):
+            out.append(("lit", self.template[at:]))
+        return out
+
+    def render(self, values: Mapping[str, object]) -> str | None:
+        """The body, or None when a field is missing or does not fit its type."""
+        out = []
+        for what, text in self.parts():
+            if what == "lit":
+                out.append(text)
+                continue
+            if text == "would":
+                out.append("would " if values.get("dry_run") else "")
+                continue
+            if text not in values and not isinstance(self.fields[text], Optional):
+                return None
+            shown = self.fields[text].render(values.get(text))
+            if shown is None:
+                return None
+            out.append(shown)
+        return "".join(out)
+
+    def regex(self, prefix: str) -> str:
+        out = []
+        for what, text in self.parts():
+            out.append(re.escape(text) if what == "lit" else
+                       self.fields[text].regex(f"{prefix}{text}"))
+        return "".join(out)
+
+
+def _event(name: str, template: str, kind: str = "structured", stepless: bool = False,
+           renders: bool = True, **fields: FieldType) -> EventDef:
+    return EventDef(name, template, fields, kind, stepless, renders)
+
+
+_OPT_SECONDS = Optional(Seconds(), " in ", " s")
+_CAUSE = Optional(TEXT, ": ")
+
+STRUCTURED: tuple[EventDef, ...] = (
+    _event("start", "orchestrate {version} ({mode}), pid {pid}, root {root}",
+           version=Token(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,39}"), mode=Choice(MODES),
+           pid=Int(), root=Path()),
+    _event("units loaded", "units {units}: {domains} domains, waves {waves}",
+           units=Path(), domains=Int(), waves=TEXT),
+    _event("step begin", "{step}", step=STEP),
+    _event("step ok", "{step} ok ({seconds} s)", step=STEP, seconds=Seconds()),
+    _event("step partial", "{step} done with failures ({seconds} s): {failed}",
+           step=STEP, seconds=Seconds(), failed=TEXT),
+    _event("step failed", "{step} failed: {error}", step=STEP, error=TEXT),
+    _event("step skipped", "{step} skipped: {reason}", step=STEP, reason=TEXT),
+    _event("hint", INDENT + "hint: {hint}", stepless=True, hint=TEXT),
+    _event("verdict", "orchestrate: {word}{detail} (exit {code})",
+           word=Choice(VERDICT_WORDS), detail=Clause(), code=Int(0, 255)),
+    _event("domain transition", "{domain}: {from_state} -> {to_state} ({domid}){seconds}"
+           "{cause}", domain=DOMAIN, from_state=Choice(STATES), to_state=Choice(STATES),
+           domid=Domid(), seconds=_OPT_SECONDS, cause=_CAUSE),
+    _event("plumbing restored", "{domain}: plumbing restored for {domid} in {seconds} s"
+           "{what}", domain=DOMAIN, domid=Domid(), seconds=Seconds(), what=_CAUSE),
+    _event("vif attached", "{domain}: vif {devid} attached to {backend} ({backend_domid})"
+           "{seconds}{cause}", domain=DOMAIN, devid=Int(), backend=DOMAIN,
+           backend_domid=Domid(), seconds=Optional(Seconds(), ", Connected in ", " s"),
+           cause=_CAUSE),
+    _event("vif detached", "{domain}: vif {devid} detached from {backend} ({backend_domid})"
+           "{cause}", domain=DOMAIN, devid=Int(), backend=DOMAIN, backend_domid=Domid(),
+           cause=_CAUSE),
+    _event("shutdown level", "shutdown level {level} of {levels}: {domains}",
+           level=Int(), levels=Int(), domains=NameList()),
+    _event("follower ready", "follower ready: following {domains} domains, watching "
+           "{watches}", domains=Int(), watches=TEXT),
+)
+
+
+
+class BareDomid(Domid):
+    """A domid without the word: `3`, `<domid:net-vm>` (0.1.0's "domain ready")."""
+
+    def pattern(self) -> str:
+        return rf"\d{{1,10}}|<domid:{DOMAIN_NAME}>"
+
+    def render(self, value: object) -> str | None:
+        shown = super().render(value) if value is not None else None
+        return shown.removeprefix("domid ") if shown else None
+
+    def parse(self, text: str | None) -> object:
+        return None if text is None else super().parse("domid " + text)
+
+
+# orchestrate 0.1.0's domain lines (steps/domains.py prints them until it emits
+# "domain transition"); step failed/skipped read them for a name that is no step.
+LEGACY: tuple[EventDef, ...] = (
+    _event("domain ready", "{domain} ready as domid {domid} ({seconds} s after create)",
+           "legacy", domain=DOMAIN, domid=BareDomid(), seconds=Seconds()),
+    _event("hint", "hint: {hint}", "legacy", renders=False, hint=TEXT),
+    _event("domain state", "{domain}: {state}", "legacy", domain=DOMAIN, state=TEXT),
+    _event("domain failed", "{domain} failed: {error}", "legacy", domain=DOMAIN,
+           error=TEXT),
+    _event("domain skipped", "{domain} skipped: {reason}", "legacy", domain=DOMAIN,
+           reason=TEXT),
+)
+
+
+class Abbrev(Text):
+    """The start of a long value (a sha256): enough to recognise it."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def render(self, value: object) -> str | None:
+        return escape_text(str(value)[: self.length])
+
+
+PROSE: tuple[EventDef, ...] = tuple(
+    EventDef(name, template, {f: Abbrev(24) if f == "sha256" else TEXT
+                              for f in _FIELD.findall(template) if f != "would"}, "prose")
+    for name, template in (
+        ("already done", "{what}: already done"),
+        ("action", "{would}{text}"),
+        ("note", "{text}"),
+        ("check", "check {check}: {result}"),
+        ("warning", "WARNING: {text}"),
+        ("xl config", "  | {line}"),
+        ("xenstore node", "{would}xenstore {op} {path}{value_text} [{perms}]"),
+        ("fetch", "{would}fetch {url}"),
+        ("fetch expect", "  -> {path} ({size} B)"),
+        ("fetch sha256", "  sha256 {sha256}..."),
+        ("fetch attempt failed", "fetch {url}: attempt {attempt}/{attempts} failed: {error}"),
+        ("summary", "{text}"),
+    )
+)
+
+CATALOGUE: dict[str, EventDef] = {}
+for _def in (*STRUCTURED, *LEGACY, *PROSE):
+    if _def.renders:
+        CATALOGUE.setdefault(_def.name, _def)
+
+# Fields that carry context, not content: never shown as key=value on the console.
+CONTEXT_FIELDS = frozenset({"event", "level", "uptime", "step_no", "step_count", "dry_run",
+                            "timestamp", "detail"})
+
+
+def render_body(values: Mapping[str, object]) -> tuple[str, bool]:
+    """(the body of the console line, printed without [n/N]?) for one event's fields.
+
+    Never raises: an event without a definition, or whose values do not fit it, is shown
+    as its name and key=value pairs (free text escaped like any other).
+    """
+    name = str(values.get("event", ""))
+    definition = CATALOGUE.get(name)
+    if definition is not None:
+        body = definition.render(values)
+        if body is not None:
+            if definition.kind == "prose":
+                used = set(_FIELD.findall(definition.template))
+                extra = [(k, v) for k, v in values.items()
+                         if k not in used and k not in CONTEXT_FIELDS]
+                body += "".join(f" {k}={_show(v)}" for k, v in extra)
+            return body, definition.stepless
+    shown = [f"{k}={_show(v)}" for k, v in values.items() if k not in CONTEXT_FIELDS]
+    return " ".join([escape_text(name), *shown]), False
+
+
+def _show(value: object) -> str:
+    text = escape_text(str(value))
+    return '"' + text.replace('"', '\\"') + '"' if (" " in text or not text) else text
+
+
+# ---- parsing -----------------------------------------------------------------------------
+
+_PARSED = (*STRUCTURED, *LEGACY)
+_ANY = re.compile("|".join(f"(?P<e{i}>{d.regex(f'e{i}_')})" for i, d in enumerate(_PARSED)))
+
+
+def parse_body(body: str) -> tuple[EventDef, dict[str, object]] | None:
+    """The structured (or legacy) event a line's body carries, or None (prose, foreign)."""
+    m = _ANY.fullmatch(body)
+    if m is None or m.lastgroup is None:
+        return None
+    index = int(m.lastgroup[1:])
+    definition = _PARSED[index]
+    prefix = f"e{index}_"
+    fields: dict[str, object] = {}
+    for name, kind in definition.fields.items():
+        text = m.group(prefix + name)
+        if isinstance(kind, Clause) and text is None:
+            text = m.group(prefix + name + "_")
+        fields[name] = kind.parse(text)
+    return definition, fields
