@@ -42,7 +42,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Where another writer's line starts inside one of ours.
 _FOREIGN = re.compile(r"\[ *\d{1,9}\.\d{6}\]|\(XEN\)")
 # The start of a line that cannot be the rest of a cut line of ours.
-_NOT_REST = re.compile(r"\s*(?:$|\[ *\d{1,9}\.\d{6}\]|\(XEN\)|\*\s|\[ (?:ok|!!) \])")
+NOT_REST = re.compile(r"\s*(?:$|\[ *\d{1,9}\.\d{6}\]|\(XEN\)|\*\s|\[ (?:ok|!!) \])")
 _OURS_BYTES = re.compile(rb"\[ *\d{1,9}\.\d\] ")
 _BANNER = re.compile(r"\(XEN\) (?:\[[^\]]{0,40}\] )?Xen version (\d{1,3}\.\d{1,3}[^\s(]{0,40})")
 
@@ -184,7 +184,7 @@ def _final(line: Line) -> Line:
 
 def _rejoined(cut: Line, text: str) -> Line:
     """The cut line with its rest from `text` when that makes an event we know."""
-    if _NOT_REST.match(text):
+    if NOT_REST.match(text):
         return _final(cut)
     head = text
     if first := next((m for m in UPTIME_PREFIX.finditer(text) if len(m.group(1)) >= 6),

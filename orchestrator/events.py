@@ -298,7 +298,7 @@ TEXT = Text()
 
 # ---- events ----------------------------------------------------------------------------
 
-_FIELD = re.compile(r"\{([a-z_]+)\}")
+_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -341,10 +341,19 @@ class EventDef:
         return "".join(out)
 
     def regex(self, prefix: str) -> str:
+        parts = self.parts()
         out = []
-        for what, text in self.parts():
-            out.append(re.escape(text) if what == "lit" else
-                       self.fields[text].regex(f"{prefix}{text}"))
+        for i, (what, text) in enumerate(parts):
+            if what == "lit":
+                out.append(re.escape(text))
+                continue
+            group = self.fields[text].regex(f"{prefix}{text}")
+            last = i + 1 == len(parts)
+            if last and type(self.fields[text]) is Text and out and parts[i - 1][1][-1:] == " ":
+                # "waves " + "": a capture's line ends are stripped, so is that space
+                out[-1] = re.escape(parts[i - 1][1][:-1])
+                group = f"(?: {group})?"
+            out.append(group)
         return "".join(out)
 
 
@@ -445,6 +454,8 @@ PROSE: tuple[EventDef, ...] = tuple(
         ("fetch sha256", "  sha256 {sha256}..."),
         ("fetch attempt failed", "fetch {url}: attempt {attempt}/{attempts} failed: {error}"),
         ("summary", "{text}"),
+        ("exec", "exec {argv}"),  # --debug
+        ("xenstore transaction conflict", "xenstore transaction conflict, attempt {attempt}"),
     )
 )
 

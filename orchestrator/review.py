@@ -151,7 +151,7 @@ def _fold(run: RunView, line: Line, name: str | None, f: dict[str, object],
     run.rejoined += line.rejoined
     run.last_uptime = line.uptime
     if line.step_count is not None:
-        run.step_count = line.step_count
+        run.step_count, run.stepped = line.step_count, True
     if name is None:
         return
     if name == "start":

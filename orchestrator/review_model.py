@@ -138,6 +138,7 @@ class RunView:
     failure: Failure | None = None
     lifecycle: deque[LifecycleEvent] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
     lifecycle_seen: int = 0
+    stepped: bool = False  # a line of it had [n/N]
     follower: dict[str, object] | None = None
     # working state
     seq: int = 0
@@ -146,7 +147,9 @@ class RunView:
 
     @property
     def is_boot(self) -> bool:
-        return self.mode in BOOT_MODES or (self.mode is None and bool(self.steps))
+        # a run whose first line is lost: a boot unless it only has lifecycle lines
+        return self.mode in BOOT_MODES or (self.mode is None and (
+            bool(self.steps) or self.stepped or not self.lifecycle_seen))
 
     @property
     def exit_code(self) -> int:

@@ -60,7 +60,7 @@ def render(review: CaptureReview) -> list[str]:
     if len(others) > 5:
         out.insert(1, f"  boots 1-{others[-6].number}: not shown")
     run = boot.reviewed
-    xen = f"Xen {boot.xen}" if boot.xen else "Xen's banner not in the capture"
+    xen = f"Xen {boot.xen}" if boot.xen else "no Xen banner"
     boot_runs = [r for r in boot.runs if r.is_boot]
     which = ", reviewing the last" if len(boot_runs) > 1 else ""
     out.append(f"boot {boot.number} of {review.boots_total}: {xen}, lines {boot.first_line}-"

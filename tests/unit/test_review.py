@@ -18,11 +18,15 @@ two stages:
    kernel message with its rest on the next line, one cut with its rest lost, and for
    `killed` a capture that ends inside a line of ours.
 
-The lab's own captures (QEMU, real Xen) do not exist yet; when they do, they belong here.
+Beside them: `lab-4.17-ok.log`, a real capture of the lab (QEMU, Xen 4.17) as recorded;
+`lifecycle.log`, hand-written with the lifecycle's lines (boot, follower, restarts,
+shutdown); `two-boots.log`, two power cycles in one capture.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import subprocess
 import sys
@@ -32,11 +36,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.review import STEP_NAMES, read_capture, review_bytes, review_path
+from orchestrator import review as reviewmod
+from orchestrator.capture import CaptureReader, Line
+from orchestrator.review_model import STEP_NAMES
+from orchestrator.review_text import report
 from tests.conftest import REPO, check_golden, run_orchestrate
 
 CAPTURES = REPO / "tests" / "fixtures" / "captures"
-CASES = ("ok", "fetch-404", "net-vm-never", "interrupted", "killed", "two-runs")
+CASES = ("ok", "fetch-404", "net-vm-never", "interrupted", "killed", "two-runs",
+         "lifecycle", "two-boots", "lab-4.17-ok")
+
+
+def review_path(path: str, **kwargs: object) -> tuple[str, int]:
+    """(the text review, its exit code), as the command prints it."""
+    result = reviewmod.review_path(path, **kwargs)  # type: ignore[arg-type]
+    return report(result, path), result.exit_code
+
+
+def review_bytes(data: bytes, name: str = "capture", **kwargs: object) -> tuple[str, int]:
+    result = reviewmod.review_bytes(data, name, **kwargs)  # type: ignore[arg-type]
+    return report(result, name), result.exit_code
+
+
+def read_capture(data: bytes) -> list[Line]:
+    return [item for item in CaptureReader(io.BytesIO(data)) if isinstance(item, Line)]
 
 
 def review(case: str) -> tuple[list[str], int]:
@@ -74,8 +97,9 @@ def test_each_capture_matches_its_golden_review(case: str) -> None:
 def test_a_good_boot_shows_every_step_duration_each_domain_and_exits_0() -> None:
     lines, code = review("ok")
     assert code == 0
-    assert lines[0] == "capture: ok.log: 237 lines, 1 run of orchestrate"
-    assert lines[1] == "run 1: orchestrate 0.1.0 (boot), pid 19509"
+    assert lines[0] == "capture: ok.log: 237 lines, 1 boot"
+    assert lines[1] == "boot 1 of 1: Xen 4.17.5, lines 1-237, 1 run of orchestrate"
+    assert lines[2] == "run 1: orchestrate 0.1.0 (boot), pid 19509"
     assert has(lines, r"  1 make-device-nodes         0\.30 s  ok")
     assert has(lines, r"  3 start-xenstored           0\.53 s  ok")
     assert has(lines, r"  7 create-domains            0\.97 s  ok")
@@ -184,8 +208,9 @@ def test_a_killed_run_has_no_verdict_and_says_which_step_it_was_in() -> None:
 def test_with_two_runs_the_last_is_reviewed_and_the_earlier_verdict_is_listed() -> None:
     lines, code = review("two-runs")
     assert code == 0
-    assert lines[:4] == [
-        "capture: two-runs.log: 327 lines, 2 runs of orchestrate, reviewing the last",
+    assert lines[:5] == [
+        "capture: two-runs.log: 327 lines, 1 boot",
+        "boot 1 of 1: Xen 4.17.5, lines 1-327, 2 runs of orchestrate, reviewing the last",
         "  run 1: FAILED: sa-vm, workload-vm not ready after 4.1 s (exit 1)",
         "run 2: orchestrate 0.1.0 (boot), pid 20656",
         "  71 lines of ours recognised, 1 cut by other output (1 rejoined)",
@@ -205,24 +230,23 @@ def test_our_lines_are_found_anywhere_in_a_line_and_kernel_timestamps_are_not_ou
             + ours(12.4, "create-domains", 7) + "\r\n"
             + "\x1b[1;31m" + ours(12.5, "net-vm: created paused as domid 1", 7) + "\x1b[0m\r\n"
             + "\x00\x00(XEN) [   12.600000] d1v0: upcall vector f3\r\n").encode()
-    capture = read_capture(data)
-    assert [(ln.uptime, ln.step_no, ln.text) for ln in capture.ours] == [
+    assert [(ln.uptime, ln.step_no, ln.body) for ln in read_capture(data)] == [
         (12.4, 7, "create-domains"), (12.5, 7, "net-vm: created paused as domid 1")]
 
 
 def test_two_lines_of_ours_run_together_are_split_at_each_prefix() -> None:
-    capture = read_capture((ours(1.0, "preflight", 2) + ours(1.1, "preflight ok (0.10 s)", 2)
-                            ).encode())
-    assert [ln.text for ln in capture.ours] == ["preflight", "preflight ok (0.10 s)"]
+    lines = read_capture((ours(1.0, "preflight", 2) + ours(1.1, "preflight ok (0.10 s)", 2)
+                          ).encode())
+    assert [ln.body for ln in lines] == ["preflight", "preflight ok (0.10 s)"]
 
 
 def test_the_rest_of_a_cut_line_is_only_taken_when_it_makes_an_event() -> None:
     cut = ours(3.0, "sa-vm ready as do", 7) + "[    3.012345] vif vif-2-0: Guest Rx ready\r\n"
-    joined = read_capture((cut + "mid 2 (0.30 s after create)\r\n").encode()).ours
-    assert joined[0].text == "sa-vm ready as domid 2 (0.30 s after create)"
+    joined = read_capture((cut + "mid 2 (0.30 s after create)\r\n").encode())
+    assert joined[0].body == "sa-vm ready as domid 2 (0.30 s after create)"
     assert joined[0].rejoined
-    kept = read_capture((cut + "Welcome to Alpine Linux 3.20\r\n").encode()).ours
-    assert kept[0].text == "sa-vm ready as do" and kept[0].cut and not kept[0].rejoined
+    kept = read_capture((cut + "Welcome to Alpine Linux 3.20\r\n").encode())
+    assert kept[0].body == "sa-vm ready as do" and kept[0].cut and not kept[0].rejoined
 
 
 def test_with_the_units_the_critical_path_takes_the_domains_real_needs() -> None:
@@ -250,8 +274,9 @@ def test_a_run_whose_first_line_is_lost_still_starts_after_a_verdict() -> None:
     ]).encode()
     text, code = review_bytes(data, "lab.log")
     assert code == 0
-    assert text.splitlines()[:3] == [
-        "capture: lab.log: 3 lines, 2 runs of orchestrate, reviewing the last",
+    assert text.splitlines()[:4] == [
+        "capture: lab.log: 3 lines, 1 boot",
+        "boot 1 of 1: no Xen banner, lines 1-3, 2 runs of orchestrate, reviewing the last",
         "  run 1: FAILED at 5/9 fetch-images (exit 1)",
         "run 2: its first line is not in the capture",
     ]
@@ -261,6 +286,8 @@ def test_a_capture_without_our_lines_says_so_and_exits_1(tmp_path: Path) -> None
     path = tmp_path / "xen-only.log"
     path.write_bytes(b"(XEN) Xen version 4.17.5\r\n[    0.000000] Linux version 6.6\r\n")
     assert review_path(str(path)) == (f"no orchestrate lines found in {path}\n", 1)
+    result = run_orchestrate("review", "--json", str(path))
+    assert result.returncode == 1 and json.loads(result.stdout)["boot"] is None
 
 
 def test_the_step_names_are_the_runners() -> None:
@@ -276,6 +303,15 @@ def test_the_command_prints_the_review_and_exits_with_its_code() -> None:
         result = run_orchestrate("review", str(CAPTURES / f"{case}.log"))
         assert result.returncode == code, result.stderr
         assert result.stdout == review_path(str(CAPTURES / f"{case}.log"))[0]
+
+
+def test_stdin_is_read_when_the_capture_is_a_dash() -> None:
+    data = (CAPTURES / "ok.log").read_bytes()
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "review", "-"],
+                            input=data, capture_output=True, timeout=30, cwd=REPO,
+                            check=False)
+    assert result.returncode == 0
+    assert result.stdout.decode().splitlines()[0] == "capture: standard input: 237 lines, 1 boot"
 
 
 def test_a_missing_capture_is_a_usage_error_naming_the_path_without_a_traceback() -> None:
@@ -382,4 +418,4 @@ def test_noise_lines_anywhere_between_ours_change_only_the_counts(
     noisy, code = review_bytes("\r\n".join(lines).encode())
     clean, clean_code = review_bytes((CAPTURES / "net-vm-never.console").read_bytes())
     assert code == clean_code == 1
-    assert noisy.splitlines()[3:] == clean.splitlines()[3:]
+    assert noisy.splitlines()[4:] == clean.splitlines()[4:]
