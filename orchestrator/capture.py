@@ -25,7 +25,7 @@ and a kernel message may land in the middle of one of our lines. The rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -44,6 +44,7 @@ _FOREIGN = re.compile(r"\[ *\d{1,9}\.\d{6}\]|\(XEN\)")
 # The start of a line that cannot be the rest of a cut line of ours.
 NOT_REST = re.compile(r"\s*(?:$|\[ *\d{1,9}\.\d{6}\]|\(XEN\)|\*\s|\[ (?:ok|!!) \])")
 _OURS_BYTES = re.compile(rb"\[ *\d{1,9}\.\d\] ")
+_PLAIN = re.compile(rb"[ -~]*")  # printable ASCII: nothing to decode or clean
 _BANNER = re.compile(r"\(XEN\) (?:\[[^\]]{0,40}\] )?Xen version (\d{1,3}\.\d{1,3}[^\s(]{0,40})")
 
 
@@ -147,31 +148,49 @@ class CaptureReader:
         if pending is not None:
             yield _final(pending)
 
-    def _ours(self, number: int, raw: bytes) -> Iterator[Line]:
+    def _ours(self, number: int, raw: bytes) -> Iterable[Line]:
         """The lines of ours on one line, each from its prefix to the next one (at most
-        BODY_LIMIT bytes); a last one that was cut is held in `_held`, not yielded: its
+        BODY_LIMIT bytes); a last one that was cut is held in `_held`, not returned: its
         rest may be on the next line."""
+        if len(raw) > CHUNK:  # a long line: one of ours at a time, never all at once
+            return self._ours_of_long(number, raw)
+        out: list[Line] = []
+        starts = [m for m in _OURS_BYTES.finditer(raw) if len(m.group()) >= 9]
+        for i, start in enumerate(starts):
+            end = starts[i + 1].start() if i + 1 < len(starts) else len(raw)
+            piece = raw[start.end(): min(end, start.end() + BODY_LIMIT)]
+            # most lines are plain ASCII: decode and clean only the others
+            body = piece.decode("ascii") if _PLAIN.fullmatch(piece) else _decode(piece)
+            foreign = _FOREIGN.search(body) if ("(" in body or "[" in body) else None
+            if foreign:
+                body = body[: foreign.start()]
+            line = _line(number, float(start.group()[1:-2]), body, cut=bool(foreign))
+            if line.cut and i + 1 == len(starts):
+                self._held = line
+            else:
+                line.body = line.body.rstrip()
+                out.append(line)
+        return out
+
+
+    def _ours_of_long(self, number: int, raw: bytes) -> Iterator[Line]:
         starts = (m for m in _OURS_BYTES.finditer(raw) if len(m.group()) >= 9)
         start = next(starts, None)
         while start is not None:
             after = next(starts, None)
             end = after.start() if after is not None else len(raw)
-            body = _decode(raw[start.end(): min(end, start.end() + BODY_LIMIT)])
-            foreign = _FOREIGN.search(body)
-            if foreign:
-                body = body[: foreign.start()]
-            line = _line(number, float(start.group()[1:-2]), body, cut=bool(foreign))
-            if line.cut and after is None:
-                self._held = line
-            else:
-                yield _final(line)
+            yield from self._ours(number, raw[start.start(): min(end, start.end()
+                                                                 + BODY_LIMIT)])
+            if after is not None and self._held is not None:  # cut, but not the last
+                yield _final(self._held)
+                self._held = None
             start = after
 
 
 def _line(number: int, uptime: float, body: str, cut: bool = False,
           rejoined: bool = False) -> Line:
     step_no = step_count = None
-    if m := STEP_PREFIX.match(body):
+    if body[:1] == "[" and (m := STEP_PREFIX.match(body)):
         step_no, step_count = int(m.group(1)), int(m.group(2))
         body = body[m.end():]
     return Line(number, uptime, step_no, step_count, body, cut, rejoined)

@@ -501,18 +501,30 @@ _PARSED = (*STRUCTURED, *LEGACY)
 _ANY = re.compile("|".join(f"(?P<e{i}>{d.regex(f'e{i}_')})" for i, d in enumerate(_PARSED)))
 
 
+# per event: its own pattern, and (field, its group, the Clause's second group or None,
+# the field's parser); the alternation of all finds which event, the event's own
+# pattern (a handful of groups, not every event's) gives the fields.
+_SINGLE = [re.compile(d.regex("")) for d in _PARSED]
+_PLANS = [(d, _SINGLE[i], [(name, name, f"{name}_" if isinstance(k, Clause) else None,
+                            k.parse) for name, k in d.fields.items()])
+          for i, d in enumerate(_PARSED)]
+_INDEX = {f"e{i}": i for i in range(len(_PARSED))}
+
+
 def parse_body(body: str) -> tuple[EventDef, dict[str, object]] | None:
     """The structured (or legacy) event a line's body carries, or None (prose, foreign)."""
     m = _ANY.fullmatch(body)
     if m is None or m.lastgroup is None:
         return None
-    index = int(m.lastgroup[1:])
-    definition = _PARSED[index]
-    prefix = f"e{index}_"
+    definition, single, plan = _PLANS[_INDEX[m.lastgroup]]
+    found = single.fullmatch(body)
+    if found is None:  # cannot be: the same pattern matched inside the alternation
+        return None
+    groups = found.groupdict()
     fields: dict[str, object] = {}
-    for name, kind in definition.fields.items():
-        text = m.group(prefix + name)
-        if isinstance(kind, Clause) and text is None:
-            text = m.group(prefix + name + "_")
-        fields[name] = kind.parse(text)
+    for name, group, alternative, parse in plan:
+        text = groups[group]
+        if text is None and alternative is not None:
+            text = groups[alternative]
+        fields[name] = parse(text)
     return definition, fields

@@ -42,6 +42,7 @@ from typing import BinaryIO
 from orchestrator.capture import Banner, CaptureReader, Line
 from orchestrator.events import parse_body
 from orchestrator.review_model import (
+    BOOT_MODES,
     MAX_DOMAINS,
     MAX_SUMMARIES,
     MAX_VIFS,
@@ -154,7 +155,10 @@ def _fold(run: RunView, line: Line, name: str | None, f: dict[str, object],
         run.step_count, run.stepped = line.step_count, True
     if name is None:
         return
-    if name == "start":
+    if name == "domain transition":  # the most frequent: first
+        _transition(run, line, str(f["domain"]), str(f["to_state"]), f["domid"],
+                    _float(f["seconds"]), str(f["cause"]), needs)
+    elif name == "start":
         if run.lines == 1:
             run.mode, run.version = str(f["mode"]), str(f["version"])
             run.pid = f["pid"] if isinstance(f["pid"], int) else None
@@ -193,9 +197,6 @@ def _fold(run: RunView, line: Line, name: str | None, f: dict[str, object],
         for target in run.hint_for:
             target.hint = str(f["hint"])
         run.hint_for = []
-    elif name == "domain transition":
-        _transition(run, line, str(f["domain"]), str(f["to_state"]), f["domid"],
-                    _float(f["seconds"]), str(f["cause"]), needs)
     elif name == "domain state":  # 0.1.0
         state = str(f["state"])
         words = state.split()
@@ -217,7 +218,8 @@ def _fold(run: RunView, line: Line, name: str | None, f: dict[str, object],
         run.follower = {"at": line.uptime, **f}
     if name in LIFECYCLE:
         run.lifecycle_seen += 1
-        run.lifecycle.append(LifecycleEvent(line.uptime, name, f))
+        if run.mode not in BOOT_MODES:  # a boot's own are in its domains already
+            run.lifecycle.append(LifecycleEvent(line.uptime, name, f))
 
 
 def _float(value: object) -> float | None:

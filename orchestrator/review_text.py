@@ -198,8 +198,9 @@ def _after(boot: BootView) -> list[str]:
                     f"{follower.get('at', 0.0):.1f}, following {follower.get('domains')} "
                     f"domains, watching {follower.get('watches')}", "  ", "    ")
     if boot.repairs:
-        out.append("  restarts:")
-    for repair in boot.repairs:
+        shown = "" if len(boot.repairs) <= 10 else f" (the last 10 of {len(boot.repairs)})"
+        out.append(f"  restarts{shown}:")
+    for repair in boot.repairs[-10:]:
         was = f" (was {repair.was})" if repair.was is not None else ""
         parts = [f"{repair.at:.1f} {repair.domain} restarted as domid {repair.domid}{was}"]
         if repair.plumbing is not None:
