@@ -134,12 +134,14 @@ class _Svg:
     def __init__(self) -> None:
         self.under: list[str] = []  # the grid, drawn first
         self.parts: list[str] = []
+        self.right = 0.0  # where the rightmost text ends (monospace: ~6.7 px a letter)
 
     def rect(self, x: float, y: float, w: float, h: float, fill: str, kind: str,
-             title: str = "", stroke: str | None = None) -> None:
+             title: str = "", stroke: str | None = None, under: bool = False) -> None:
         outline = f' stroke="{stroke}" stroke-width="2"' if stroke else ""
         tip = f"<title>{_text(title)}</title>" if title else ""
-        self.parts.append(f'<rect class="{kind}" x="{x:.1f}" y="{y:.1f}" width="{max(w, 2):.1f}"'
+        layer = self.under if under else self.parts
+        layer.append(f'<rect class="{kind}" x="{x:.1f}" y="{y:.1f}" width="{max(w, 2):.1f}"'
                           f' height="{h:.1f}" fill="{fill}"{outline}>{tip}</rect>')
 
     def line(self, x1: float, y1: float, x2: float, y2: float, colour: str,
@@ -151,6 +153,8 @@ class _Svg:
 
     def text(self, x: float, y: float, text: str, colour: str = TEXT, anchor: str = "start",
              size: float = 11, weight: str = "normal") -> None:
+        if anchor == "start":
+            self.right = max(self.right, x + len(text[:160]) * size * 0.61)
         self.parts.append(f'<text x="{x:.1f}" y="{y:.1f}" fill="{colour}" font-size="{size}" '
                           f'text-anchor="{anchor}" font-weight="{weight}">{_text(text)}</text>')
 
@@ -160,6 +164,11 @@ def _text(text: str) -> str:
 
 
 def render_svg(review: CaptureReview) -> str:
+    return chart(review)[0]
+
+
+def chart(review: CaptureReview) -> tuple[str, Layout]:
+    """The SVG text, and the layout it was drawn with."""
     boot = review.boot
     assert boot is not None
     geo = layout(review)
@@ -170,11 +179,11 @@ def render_svg(review: CaptureReview) -> str:
         y = _steps(svg, geo, run, y)
         y = _domains(svg, geo, run, y)
     y = _after(svg, geo, boot, y)
+    _header(svg, review, run)
     end = max([geo.x(t) for t in _times(boot)] + [LABEL_WIDTH + PLOT_WIDTH])
-    geo.width = int(end) + 260
+    geo.width = int(max(end + 40, svg.right + 20, LABEL_WIDTH + PLOT_WIDTH + 60))
     geo.height = int(y) + 64
     _axis(svg, geo, boot)
-    _header(svg, review, run)
     _legend(svg, geo)
     body = "\n".join(svg.under + svg.parts)
     return (f'<?xml version="1.0" encoding="us-ascii"?>\n'
@@ -182,7 +191,7 @@ def render_svg(review: CaptureReview) -> str:
             f'height="{geo.height}" viewBox="0 0 {geo.width} {geo.height}" '
             f'font-family="monospace">\n'
             f'<rect class="background" x="0" y="0" width="{geo.width}" height="{geo.height}" '
-            f'fill="#ffffff"/>\n{body}\n</svg>\n')
+            f'fill="#ffffff"/>\n{body}\n</svg>\n'), geo
 
 
 def _header(svg: _Svg, review: CaptureReview, run: RunView | None) -> None:
@@ -220,7 +229,7 @@ def _axis(svg: _Svg, geo: Layout, boot: BootView) -> None:
     for gap_from, gap_to in geo.breaks:
         x = geo.x(gap_from)
         svg.rect(x, top, BREAK_WIDTH, bottom - top, "#f4f4f4", "break",
-                 f"nothing happened for {gap_to - gap_from:.0f} s")
+                 f"nothing happened for {gap_to - gap_from:.0f} s", under=True)
         svg.text(x + BREAK_WIDTH / 2, bottom + 12, f"+{gap_to - gap_from:.0f} s",
                  colour="#777777", anchor="middle", size=9)
     svg.text(LABEL_WIDTH + 10, bottom + 26, "seconds since boot", colour="#777777", size=10)
@@ -360,18 +369,20 @@ def _after(svg: _Svg, geo: Layout, boot: BootView, y: float) -> float:
                  f"{repair.seconds} s")
         svg.rect(geo.x(repair.at) - 3, top - 3, 6, BAR + 6, COLOURS["restart"], "restart",
                  f"{repair.domain} restarted as domid {repair.domid}")
-        text = (f"restarted as domid {repair.domid}, repaired in {repair.seconds:.2f} s"
+        text = (f"domid {repair.domid}, repaired in {repair.seconds:.2f} s"
                 if repair.seconds is not None else f"restarted as domid {repair.domid}")
-        svg.text(geo.x(end) + 8, top + BAR - 2, text)
+        svg.text(geo.x(repair.at) - 8, top + BAR - 2, text, anchor="end")  # idle before it
     stopping: dict[str, float] = {}
+    level: dict[str, str] = {}
     for event in boot.after:
         f = event.fields
         domain = str(f.get("domain", ""))
         top = rows.get(domain, first_row) + (ROW - BAR) / 2
-        if event.event == "vif attached":
-            svg.rect(geo.x(event.uptime) - 1.5, top - 3, 3, BAR + 6, COLOURS["vif attached"],
-                     "vif attached", f"{domain}: vif {f.get('devid')} attached to "
-                     f"{f.get('backend')}")
+        if event.event in ("vif attached", "vif detached"):
+            name = "vif attached" if event.event == "vif attached" else "failed"
+            svg.rect(geo.x(event.uptime) - 1.5, top - 3, 3, BAR + 6, COLOURS[name],
+                     event.event, f"{domain}: vif {f.get('devid')} {event.event[4:]} "
+                     f"{'to' if name != 'failed' else 'from'} {f.get('backend')}")
         elif event.event == "domain transition" and f.get("to_state") == "stopping":
             stopping[domain] = event.uptime
         elif event.event == "domain transition" and domain in stopping and \
@@ -380,21 +391,23 @@ def _after(svg: _Svg, geo: Layout, boot: BootView, y: float) -> float:
             colour = COLOURS["stopping"] if f.get("to_state") != "failed" else COLOURS["failed"]
             svg.rect(geo.x(began), top, geo.x(event.uptime) - geo.x(began), BAR, colour,
                      "stopping", f"{domain}: stopping -> {f.get('to_state')}")
-            svg.text(geo.x(event.uptime) + 6, top + BAR - 2, f"{f.get('to_state')} in "
-                     f"{event.uptime - began:.1f} s")
-        elif event.event in ("shutdown level", "follower ready"):
+            svg.text(geo.x(event.uptime) + 6, top + BAR - 2, f"{level.get(domain, '')}"
+                     f"{f.get('to_state')} in {event.uptime - began:.1f} s")
+        elif event.event == "shutdown level":
+            for name in str(f.get("domains", "")).split(", "):
+                level[name] = f"level {f.get('level')}/{f.get('levels')}: "
+        elif event.event == "follower ready":
             x = geo.x(event.uptime)
             svg.line(x, first_row, x, max(y, first_row + ROW), "#555555", "4,3")
-            label = (f"level {f.get('level')}: {f.get('domains')}"
-                     if event.event == "shutdown level" else "follower ready")
-            svg.text(x + 3, first_row - 4, label, colour="#555555", size=10)
+            svg.text(x + 3, first_row - 4, "follower ready", colour="#555555", size=10)
     return y
 
 
 def _legend(svg: _Svg, geo: Layout) -> None:
     x, y = 10.0, geo.height - 14.0
-    for name in ("step ok", "step failed", "creating", "created paused", "provisioned",
-                 "booting", "vif attached", "critical path", "restart", "repair", "stopping"):
+    for name in ("step ok", "step partial", "step failed", "creating", "created paused",
+                 "provisioned", "booting", "vif attached", "critical path", "restart",
+                 "repair", "stopping"):
         if name == "critical path":
             svg.parts.append(f'<rect class="legend" x="{x:.1f}" y="{y - 9:.1f}" width="14" '
                              'height="10" fill="none" stroke="#000000" stroke-width="2"/>')
