@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from orchestrator.events import verdict_text
+from orchestrator.event_types import verdict_text
 
 # orchestrator.runner.STEPS, by name (the runner imports structlog; the review is stdlib
 # only, and a unit test keeps the two in step).

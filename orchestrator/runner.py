@@ -16,7 +16,7 @@ import structlog
 
 from orchestrator.context import Context
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OrchestratorError
-from orchestrator.events import verdict_text
+from orchestrator.event_types import verdict_text
 from orchestrator.state import StepRecord
 from orchestrator.steps.devices import make_device_nodes
 from orchestrator.steps.domains import create_domains

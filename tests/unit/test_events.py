@@ -17,40 +17,41 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from orchestrator import event_types as types
 from orchestrator import events
 from orchestrator.capture import NOT_REST, CaptureReader, Line
 from orchestrator.log import TEMPLATES, ConsoleRenderer
 from tests.conftest import REPO
 
 RENDER = ConsoleRenderer()
-NAMES = st.from_regex(events.DOMAIN_NAME, fullmatch=True)
+NAMES = st.from_regex(types.DOMAIN_NAME, fullmatch=True)
 PLACEHOLDER = NAMES.map(lambda n: f"<domid:{n}>")
 SECONDS = st.floats(0, 1e9, exclude_max=True, allow_nan=False)
 TEXT = st.text(max_size=80)
 
 
-def values_of(kind: events.FieldType) -> st.SearchStrategy[Any]:
+def values_of(kind: types.FieldType) -> st.SearchStrategy[Any]:
     """Any value the field's type takes (what a call site may pass)."""
-    if isinstance(kind, events.Optional):
-        empty = st.just("") if isinstance(kind.inner, events.Text) else st.none()
+    if isinstance(kind, types.Optional):
+        empty = st.just("") if isinstance(kind.inner, types.Text) else st.none()
         return st.one_of(empty, values_of(kind.inner))
-    if isinstance(kind, events.Choice):
+    if isinstance(kind, types.Choice):
         return st.sampled_from(kind.values)
-    if isinstance(kind, events.Token):
+    if isinstance(kind, types.Token):
         return st.from_regex(kind.pattern(), fullmatch=True)
-    if isinstance(kind, events.Int):
+    if isinstance(kind, types.Int):
         return st.integers(kind.lo, min(kind.hi, 2**63))
-    if isinstance(kind, events.Seconds):
+    if isinstance(kind, types.Seconds):
         return SECONDS
-    if isinstance(kind, events.BareDomid):
+    if isinstance(kind, types.BareDomid):
         return st.one_of(st.integers(0, 2**31 - 1), PLACEHOLDER)
-    if isinstance(kind, events.Domid):
+    if isinstance(kind, types.Domid):
         return st.one_of(st.none(), st.integers(0, 2**31 - 1), PLACEHOLDER)
-    if isinstance(kind, events.NameList):
+    if isinstance(kind, types.NameList):
         return st.lists(NAMES, min_size=1, max_size=5).map(", ".join)
-    if isinstance(kind, events.Path):
+    if isinstance(kind, types.Path):
         return st.text(min_size=1, max_size=60)
-    if isinstance(kind, events.Text):
+    if isinstance(kind, types.Text):
         return TEXT
     raise AssertionError(f"no strategy for {kind!r}")
 
