@@ -89,6 +89,10 @@ class _TeeJson:
             self.stream.flush()
         except OSError as exc:
             name = getattr(self.stream, "name", "the JSON log")
+            try:  # drop what is buffered: closing later must not raise it again
+                self.stream.close()
+            except OSError:
+                pass
             self.stream = None
             self.say(f"cannot write {name}: {exc.strerror or exc}; its JSON lines stop "
                      "here, the console goes on (free space on its filesystem)")
