@@ -6,9 +6,9 @@ moves, CRLF (and the CR CR LF of a Linux tty), NULs and bytes that are no UTF-8 
 and a kernel message may land in the middle of one of our lines. The rules:
 
 - the capture is read in chunks, never whole: memory does not grow with its size;
-- CR LF, CR CR LF, LF and a lone CR each end a line; a line longer than LINE_LIMIT is an
-  error (no serial console writes that: it is not a capture, e.g. /dev/zero), and so
-  is a capture longer than CAPTURE_LIMIT;
+- CR LF (with any CRs before the LF), LF and a lone CR each end a line; a line longer
+  than LINE_LIMIT is an error (no serial console writes that: it is not a capture, e.g.
+  /dev/zero), and so is a capture longer than CAPTURE_LIMIT;
 - bytes are decoded as UTF-8 with replacement; NULs, ANSI escapes and other control
   characters are dropped (only for lines that hold a prefix of ours: the rest is not
   decoded at all, which is what makes a 200 MB capture fast);
@@ -45,6 +45,8 @@ _FOREIGN = re.compile(r"\[ *\d{1,9}\.\d{6}\]|\(XEN\)")
 NOT_REST = re.compile(r"\s*(?:$|\[ *\d{1,9}\.\d{6}\]|\(XEN\)|\*\s|\[ (?:ok|!!) \])")
 _OURS_BYTES = re.compile(rb"\[ *\d{1,9}\.\d\] ")
 _PLAIN = re.compile(rb"[ -~]*")  # printable ASCII: nothing to decode or clean
+_CRS_LF = re.compile(rb"\r+\n")
+_INTEREST = re.compile(rb"\[ *\d{1,9}\.\d\] |Xen version")
 _BANNER = re.compile(r"\(XEN\) (?:\[[^\]]{0,40}\] )?Xen version (\d{1,3}\.\d{1,3}[^\s(]{0,40})")
 
 
@@ -78,8 +80,9 @@ def clean(raw: str) -> str:
     return _CONTROL.sub("", text.replace("\t", " "))
 
 
-def _physical_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """The capture's lines, without their ends, read a chunk at a time."""
+def _blocks(stream: BinaryIO) -> Iterator[bytes]:
+    """The capture a chunk at a time, each cut after a line's end, CR... LF (a Linux tty
+    writes CR CR LF) made LF: after that, LF and a lone CR each end one line."""
     carry = b""
     total = 0
     while True:
@@ -91,7 +94,7 @@ def _physical_lines(stream: BinaryIO) -> Iterator[bytes]:
         data = carry + chunk
         if not chunk:
             if data:
-                yield from _split(data)
+                yield _normal(data)
             return
         # cut after the last LF (a CR may be the first half of a CR LF in the next chunk)
         end = data.rfind(b"\n")
@@ -104,12 +107,24 @@ def _physical_lines(stream: BinaryIO) -> Iterator[bytes]:
             carry = data
             continue
         carry = data[end + 1:]
-        yield from _split(data[: end + 1])
+        yield _normal(data[: end + 1])
 
 
-def _split(data: bytes) -> list[bytes]:
-    # CR CR LF (a Linux tty's line end) and CR LF end one line; so do LF and a lone CR
-    return data.replace(b"\r\n", b"\n").replace(b"\r\n", b"\n").splitlines()
+def _normal(data: bytes) -> bytes:
+    data = data.replace(b"\r\r\n", b"\n").replace(b"\r\n", b"\n")  # fast, and the usual
+    return _CRS_LF.sub(b"\n", data) if b"\r\n" in data else data
+
+
+def _breaks(block: bytes, start: int, end: int) -> int:
+    return block.count(b"\n", start, end) + block.count(b"\r", start, end)
+
+
+def _line_end(block: bytes, start: int) -> int:
+    lf = block.find(b"\n", start)
+    if lf < 0:
+        lf = len(block)
+    cr = block.find(b"\r", start, lf)  # only up to the LF: never a scan of the whole block
+    return cr if cr >= 0 else lf
 
 
 def _decode(raw: bytes) -> str:
@@ -118,35 +133,68 @@ def _decode(raw: bytes) -> str:
 
 class CaptureReader:
     """Iterate over a capture's lines of ours and Xen's banners; `lines` counts every
-    line read so far."""
+    line read so far.
+
+    Only the lines that hold a prefix of ours or Xen's banner, and the line after a cut
+    line of ours, are looked at in Python; the others are only counted (in C), which is
+    what makes a capture of mostly kernel lines fast.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
         self.lines = 0
         self._held: Line | None = None
+        self._pending: Line | None = None  # a line of ours cut at the end of its line
 
     def __iter__(self) -> Iterator[Line | Banner]:
-        pending: Line | None = None  # a line of ours cut at the end of the line before
-        for raw in _physical_lines(self.stream):
-            self.lines += 1
-            if not raw:
+        block = b""
+        for block in _blocks(self.stream):
+            yield from self._block(block)
+        if block and block[-1:] not in (b"\n", b"\r"):
+            self.lines += 1  # the last line has no end
+        if self._pending is not None:
+            yield _final(self._pending)
+
+    def _block(self, block: bytes) -> Iterator[Line | Banner]:
+        pos = 0  # where the next line starts; self.lines lines are before it
+        size = len(block)
+        while pos < size:
+            if self._pending is not None:  # its rest may be on the next non-empty line
+                end = _line_end(block, pos)
+                raw = block[pos:end]
+                text = _decode(raw[:BODY_LIMIT]) if raw else ""
+                if text.strip():
+                    yield _rejoined(self._pending, text)
+                    self._pending = None
+                    yield from self._line(raw)
+                self.lines += end < size  # a line is counted at its end
+                pos = end + 1
                 continue
-            if pending is not None:
-                text = _decode(raw[:BODY_LIMIT])
-                if not text.strip():
-                    continue
-                yield _rejoined(pending, text)
-                pending = None
-            if b"Xen version" in raw:
-                m = _BANNER.search(_decode(raw[:4096]))
-                if m:
-                    yield Banner(self.lines, m.group(1))
-                    continue
-            if _OURS_BYTES.search(raw) is not None:
-                yield from self._ours(self.lines, raw)
-                pending, self._held = self._held, None
-        if pending is not None:
-            yield _final(pending)
+            found = _INTEREST.search(block, pos)
+            if found is None:
+                break
+            start = max(block.rfind(b"\n", pos, found.start()),
+                        block.rfind(b"\r", pos, found.start())) + 1
+            start = max(start, pos)
+            self.lines += _breaks(block, pos, start)
+            end = _line_end(block, start)
+            yield from self._line(block[start:end])
+            self.lines += end < size
+            pos = end + 1
+        if pos < size:
+            self.lines += _breaks(block, pos, size)
+
+    def _line(self, raw: bytes) -> Iterator[Line | Banner]:
+        """What one line holds: Xen's banner, or lines of ours."""
+        number = self.lines + 1
+        if b"Xen version" in raw:
+            m = _BANNER.search(_decode(raw[:4096]))
+            if m:
+                yield Banner(number, m.group(1))
+                return
+        if _OURS_BYTES.search(raw) is not None:
+            yield from self._ours(number, raw)
+            self._pending, self._held = self._held, None
 
     def _ours(self, number: int, raw: bytes) -> Iterable[Line]:
         """The lines of ours on one line, each from its prefix to the next one (at most
