@@ -6,6 +6,7 @@ import textwrap
 
 from orchestrator.events import render_body
 from orchestrator.review_model import (
+    MAX_DOMAINS,
     STEP_NAMES,
     BootView,
     CaptureReview,
@@ -49,7 +50,7 @@ def report(review: CaptureReview, path: str) -> str:
 def render(review: CaptureReview) -> list[str]:
     boot = review.boot
     assert boot is not None
-    out = [_capture_line(review)]
+    out = wrap(_capture_line(review), "", "  ")
     others = [b for b in review.boots if b.number != boot.number]
     for summary in others[-5:]:
         verdict = summary.verdict.text if summary.verdict else (
@@ -171,8 +172,9 @@ def _domains(run: RunView) -> list[str]:
     if len(run.domains) > 200:
         out.append(f"  ... and {len(run.domains) - 200} more (--json lists them all)")
     if run.untracked_domains:
-        out.append(f"  ... and lines of {run.untracked_domains} more not followed (the "
-                   "review follows at most 50000 domains a run)")
+        out += wrap(f"... and {plural(run.untracked_domains, 'line')} of more domains not "
+                    f"followed (the review follows at most {MAX_DOMAINS} domains a run)",
+                    "  ", "    ")
     return out
 
 
