@@ -201,8 +201,9 @@ class BootView:
     reviewed: RunView | None = None
     after: deque[LifecycleEvent] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
     after_seen: int = 0
-    after_runs: list[RunSummary] = field(default_factory=list)
-    followers: list[dict[str, object]] = field(default_factory=list)
+    after_runs: deque[RunSummary] = field(default_factory=lambda: deque(maxlen=MAX_SUMMARIES))
+    followers: deque[dict[str, object]] = field(
+        default_factory=lambda: deque(maxlen=MAX_SUMMARIES))
     repairs: list[Repair] = field(default_factory=list)
     shutdown: Shutdown | None = None
     current: RunView | None = None

@@ -288,7 +288,12 @@ def test_a_capture_without_our_lines_says_so_and_exits_1(tmp_path: Path) -> None
     path.write_bytes(b"(XEN) Xen version 4.17.5\r\n[    0.000000] Linux version 6.6\r\n")
     assert review_path(str(path)) == (f"no orchestrate lines found in {path}\n", 1)
     result = run_orchestrate("review", "--json", str(path))
-    assert result.returncode == 1 and json.loads(result.stdout)["boot"] is None
+    document = json.loads(result.stdout)
+    assert result.returncode == 1 and document["boot"] is None
+    import jsonschema
+
+    jsonschema.validate(document, json.loads(
+        (REPO / "schemas" / "review-v1.schema.json").read_text()))
 
 
 def test_the_step_names_are_the_runners() -> None:
