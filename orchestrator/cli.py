@@ -62,7 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     review = sub.add_parser("review", parents=[common],
                             help="read a serial capture: steps, domains, critical path, "
                             "verdict, first failure")
-    review.add_argument("capture", help="the raw serial capture (a file)")
+    review.add_argument("capture", help="the raw serial capture (a file; - reads stdin)")
+    review.add_argument("--json", action="store_true",
+                        help="print the review as one JSON document "
+                        "(schemas/review-v1.schema.json)")
+    review.add_argument("--svg", metavar="FILE",
+                        help="also write a boot chart (a self-contained SVG) to FILE")
+    review.add_argument("--boot", metavar="N", type=int,
+                        help="review power cycle N of the capture (default: the last "
+                        "with lines of orchestrate)")
     return parser
 
 
@@ -199,6 +207,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _review(args: argparse.Namespace) -> int:
     """Stdlib only, no unit files needed: with --units, the exact needs of each domain."""
+    from orchestrator.capture import CaptureError
     from orchestrator.review import review_path
 
     needs = None
@@ -210,14 +219,38 @@ def _review(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         topology = build_topology(config)
         needs = {name: topology.needs(name) for name in topology.names}
+    where = f"orchestrate review: {args.capture}"
     try:
-        text, code = review_path(args.capture, needs)
+        review = review_path(args.capture, args.boot, needs)
     except OSError as exc:
         print(f"orchestrate review: cannot read {args.capture}: {exc.strerror or exc}",
               file=sys.stderr)
         return EXIT_INVALID
-    sys.stdout.write(text)
-    return code
+    except CaptureError as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.boot is not None and review.boot is None:
+        print(f"{where}: there is no boot {args.boot}: the capture holds "
+              f"{review.boots_total} (--boot 1 to {review.boots_total})", file=sys.stderr)
+        return EXIT_INVALID
+    if args.svg and review.boot is not None:
+        from orchestrator.review_svg import render_svg
+
+        try:
+            Path(args.svg).write_text(render_svg(review), encoding="ascii")
+        except OSError as exc:
+            print(f"{where}: cannot write the chart to {args.svg}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_INVALID
+    if args.json:
+        from orchestrator.review_json import dumps
+
+        sys.stdout.write(dumps(review))
+    else:
+        from orchestrator.review_text import report
+
+        sys.stdout.write(report(review, args.capture))
+    return review.exit_code
 
 
 def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
@@ -336,7 +369,7 @@ def _watch(args: argparse.Namespace) -> int:
         finally:
             store.close()
         word = "OK" if code == EXIT_OK else "FAILED"
-        log.info("verdict", text=f"orchestrate: {word}: watch stopped (exit {code})")
+        log.info("verdict", word=word, detail="the follower stopped", code=code)
         return code
 
 
@@ -392,9 +425,14 @@ def _json_log(args: argparse.Namespace, host: Any, config: Any) -> Iterator[Any]
         host.log = logmod.get_logger()
         yield host.log
         return
-    log_dir = host.path(config.host.state_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "boot.jsonl", "a", encoding="utf-8") as json_file:
+    json_file = logmod.open_json_lines(host.path(config.host.state_dir) / "boot.jsonl")
+    try:
         logmod.configure(args.log_format, args.debug, json_file=json_file)
         host.log = logmod.get_logger()
         yield host.log
+    finally:
+        if json_file is not None:
+            try:
+                json_file.close()
+            except OSError:
+                pass  # the tee said so already

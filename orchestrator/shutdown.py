@@ -21,6 +21,7 @@ import time
 from orchestrator import dom0net, lifecycle, plumbing, scheduler
 from orchestrator.context import Context
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, OrchestratorError
+from orchestrator.event_types import verdict_text
 from orchestrator.ipc import Domid
 from orchestrator.lifecycle import DomainState
 from orchestrator.probes import devices
@@ -62,16 +63,17 @@ class Shutdown:
         seconds = time.monotonic() - started
         if self.forced or self.problems:
             what = [f"{', '.join(self.forced)} destroyed"] if self.forced else []
-            return self._verdict(EXIT_FAILED, "FAILED: " + "; ".join(what + self.problems)
-                                 + f", {seconds:.1f} s")
+            return self._verdict(EXIT_FAILED, "FAILED",
+                                 "; ".join(what + self.problems) + f", {seconds:.1f} s")
         word = "would be" if ctx.host.dry_run else "are"
-        return self._verdict(EXIT_OK, f"OK: {self.stopped} domains {word} stopped, "
+        return self._verdict(EXIT_OK, "OK", f"{self.stopped} domains {word} stopped, "
                              f"{seconds:.1f} s")
 
-    def _verdict(self, code: int, text: str) -> int:
-        self.ctx.state.verdict, self.ctx.state.exit_code = text, code
+    def _verdict(self, code: int, word: str, detail: str) -> int:
+        self.ctx.state.verdict = verdict_text(word, detail)
+        self.ctx.state.exit_code = code
         self.ctx.save()
-        self.ctx.log.info("verdict", text=f"orchestrate: {text} (exit {code})")
+        self.ctx.log.info("verdict", word=word, detail=detail, code=code)
         return code
 
     def stop(self, name: str, observed: Observed) -> None:
