@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from orchestrator import events
-from orchestrator.footprint import without_tls
+from orchestrator.footprint import without_asyncio, without_tls
 
-with without_tls():  # structlog -> asyncio -> ssl: no TLS is spoken here
+# structlog -> asyncio -> ssl: no TLS is spoken here, and nothing logs asynchronously
+with without_tls(), without_asyncio():
     import structlog
 
 # How the console shows each event: orchestrator/events.py (one definition for this
