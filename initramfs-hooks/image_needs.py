@@ -37,7 +37,7 @@ class Dom0Needs:
 def is_vif_handoff(config: Config) -> bool:
     """dom0 takes a vif served by the NIC's new owner after the handoff."""
     nic = config.host.nic
-    return nic is not None and getattr(nic, "after_handoff", "none") == "vif"
+    return nic is not None and nic.after_handoff == "vif"
 
 
 def dom0_needs(configs: Sequence[Config], drivers: Sequence[str]) -> Dom0Needs:

@@ -7,9 +7,11 @@ structlog, tenacity or psutil (cloud-init's lesson: start-up is boot time).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -46,11 +48,29 @@ def _parser() -> argparse.ArgumentParser:
                        "(a version pair the check does not know yet; expect xl to fail)")
     sub.add_parser("check", parents=[common], help="validate the unit files only")
     sub.add_parser("plan", parents=[common], help="print the waves and the edges behind them")
-    sub.add_parser("status", parents=[common], help="print the state file of the last boot")
+    status = sub.add_parser("status", parents=[common],
+                            help="the last boot, each domain's state and current domid")
+    status.add_argument("--check", action="store_true",
+                        help="compare xenstore and the vifs with the plan; exit 1 naming "
+                        "every difference")
+    status.add_argument("--json", action="store_true", help="one JSON document")
+    sub.add_parser("shutdown", parents=[common],
+                   help="stop the domains in reverse dependency order (OpenRC's stop)")
+    sub.add_parser("watch", parents=[common],
+                   help="follow the domains after the boot and keep their plumbing true "
+                   "(the orchestrator-watch service; runs until stopped)")
     review = sub.add_parser("review", parents=[common],
                             help="read a serial capture: steps, domains, critical path, "
                             "verdict, first failure")
-    review.add_argument("capture", help="the raw serial capture (a file)")
+    review.add_argument("capture", help="the raw serial capture (a file; - reads stdin)")
+    review.add_argument("--json", action="store_true",
+                        help="print the review as one JSON document "
+                        "(schemas/review-v1.schema.json)")
+    review.add_argument("--svg", metavar="FILE",
+                        help="also write a boot chart (a self-contained SVG) to FILE")
+    review.add_argument("--boot", metavar="N", type=int,
+                        help="review power cycle N of the capture (default: the last "
+                        "with lines of orchestrate)")
     return parser
 
 
@@ -82,6 +102,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if command == "review":
         return _review(args)
+    if command == "watch":
+        return _watch(args)
+    if command == "shutdown":
+        return _shutdown(args)
     return _boot(args)
 
 
@@ -125,33 +149,65 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"passthrough: {bdf} -> {owner} (after fetch-images)")
     for server, client in topology.ipc_pairs:
         print(f"vchan: {server} serves {client}")
+    for domain in config.domains:
+        for index, vif in enumerate(domain.vifs):
+            if vif.backend is None:
+                when = "served by dom0, in the xl config"
+            elif vif.attached_later:
+                when = (f"created without it; attached once {vif.backend} is ready "
+                        "(xl network-attach)")
+            else:
+                when = f"in the xl config: {domain.name} is created once {vif.backend} is ready"
+            print(f"vif: {domain.name} vif[{index}] -> {vif.backend or 'dom0'}: {when}")
     return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
+    """The recorded boot, the live picture, and with --check every difference from the plan."""
+    import json
+
+    from orchestrator import log as logmod
+    from orchestrator.context import Context, state_file
+    from orchestrator.host import Host
     from orchestrator.state import BootState
+    from orchestrator.status import as_json, differences, domain_views, observe, render
+    from orchestrator.topology import build_topology
 
     config = _load(args, sys.stderr)
-    state_dir = config.host.state_dir if config else "/run/orchestrator"
-    path = Path(args.root, state_dir.lstrip("/"), "state.json")
+    if config is None:
+        return EXIT_INVALID
+    logmod.configure("json" if args.json else args.log_format, args.debug)
+    host = Host(root=args.root, tools_path=config.host.tools_path,
+                command_timeout=config.host.command_timeout)
+    path = host.path(state_file(config))
     try:
         state = BootState.from_json(path.read_text())
     except FileNotFoundError:
         print(f"no state file at {path}: orchestrate has not run since boot")
         return EXIT_FAILED
-    for name, step in state.steps.items():
-        seconds = f" {step.seconds:.2f} s" if step.seconds is not None else ""
-        if step.cpu_seconds is not None:
-            seconds += f" (CPU {step.cpu_seconds:.2f} s)"
-        print(f"{name:26} {step.status}{seconds}{': ' + step.error if step.error else ''}")
-    for name, dom in state.domains.items():
-        print(f"{name:26} {dom.status} domid {dom.domid if dom.domid is not None else '-'}")
-    print(f"verdict: {state.verdict or '(boot still running or killed)'}")
-    return EXIT_OK if state.exit_code == 0 else EXIT_FAILED
+    ctx = Context(config=config, topology=build_topology(config), host=host, state=state,
+                  log=logmod.get_logger())
+    observed = observe(ctx)
+    diffs = None
+    if args.check:
+        if observed is None:
+            print("orchestrate status --check: `xl list` failed: run it as root on the dom0")
+            return EXIT_FAILED
+        try:
+            diffs = differences(ctx, ctx.xenstore(), observed)
+        finally:
+            ctx.close()
+    views = domain_views(ctx, observed)
+    if args.json:
+        print(json.dumps(as_json(state, views, observed is not None, diffs), indent=1))
+    else:
+        print("\n".join(render(state, views, observed is not None, diffs)))
+    return EXIT_OK if state.exit_code == 0 and not diffs else EXIT_FAILED
 
 
 def _review(args: argparse.Namespace) -> int:
     """Stdlib only, no unit files needed: with --units, the exact needs of each domain."""
+    from orchestrator.capture import CaptureError
     from orchestrator.review import review_path
 
     needs = None
@@ -163,20 +219,44 @@ def _review(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         topology = build_topology(config)
         needs = {name: topology.needs(name) for name in topology.names}
+    where = f"orchestrate review: {args.capture}"
     try:
-        text, code = review_path(args.capture, needs)
+        review = review_path(args.capture, args.boot, needs)
     except OSError as exc:
         print(f"orchestrate review: cannot read {args.capture}: {exc.strerror or exc}",
               file=sys.stderr)
         return EXIT_INVALID
-    sys.stdout.write(text)
-    return code
+    except CaptureError as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.boot is not None and review.boot is None:
+        print(f"{where}: there is no boot {args.boot}: the capture holds "
+              f"{review.boots_total} (--boot 1 to {review.boots_total})", file=sys.stderr)
+        return EXIT_INVALID
+    if args.svg and review.boot is not None:
+        from orchestrator.review_svg import render_svg
+
+        try:
+            Path(args.svg).write_text(render_svg(review), encoding="ascii")
+        except OSError as exc:
+            print(f"{where}: cannot write the chart to {args.svg}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_INVALID
+    if args.json:
+        from orchestrator.review_json import dumps
+
+        sys.stdout.write(dumps(review))
+    else:
+        from orchestrator.review_text import report
+
+        sys.stdout.write(report(review, args.capture))
+    return review.exit_code
 
 
 def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
     """A run earlier in this boot (its state file is on tmpfs) may have been killed: say
     so, and keep the devices' original drivers it recorded before it moved them."""
-    from orchestrator.state import BootState
+    from orchestrator.state import BootState, DomainRecord
 
     text = host.read_text(f"{config.host.state_dir}/state.json")
     if not text:
@@ -191,6 +271,12 @@ def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
     log.info("note", text=f"an earlier run of this boot: {how}; converging from there")
     state.original_drivers = {bdf: driver for bdf, driver in previous.original_drivers.items()
                               if driver and driver != "pciback"}
+    # what this power cycle has seen and done: the journal goes on, dom0 still owns the
+    # nodes it wrote, and the vifs it attached keep their devids
+    state.journal = previous.journal
+    state.xenstore_written = previous.xenstore_written
+    state.domains = {name: DomainRecord(restarts=record.restarts, vifs=record.vifs)
+                     for name, record in previous.domains.items()}
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -200,42 +286,153 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _boot(args: argparse.Namespace) -> int:
     from orchestrator import log as logmod
 
-    json_file = None
     logmod.configure(args.log_format, args.debug)
-    log = logmod.get_logger()
     config = _load(args, sys.stderr)
     if config is None:
         return EXIT_INVALID
 
-    from orchestrator.context import Context
     from orchestrator.host import DryRunHost, Host
+
+    host = (DryRunHost if args.dry_run else Host)(
+        root=args.root, tools_path=config.host.tools_path,
+        command_timeout=config.host.command_timeout)
+    # JSON lines beside the console, for `orchestrate review` and machines
+    with _json_log(args, host, config) as log:
+        return _boot_with(args, host, config, log)
+
+
+def _boot_with(args: argparse.Namespace, host: Any, config: Any, log: Any) -> int:
+    from orchestrator import log as logmod
+    from orchestrator.context import Context
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.runlock import exclusive
     from orchestrator.runner import run_boot
     from orchestrator.state import BootState
     from orchestrator.topology import build_topology
 
     topology = build_topology(config)
-    host_cls = DryRunHost if args.dry_run else Host
-    host = host_cls(root=args.root, log=log, tools_path=config.host.tools_path,
-                    command_timeout=config.host.command_timeout)
-    if not args.dry_run:
-        # JSON lines beside the console, for `orchestrate review` and machines.
-        log_dir = host.path(config.host.state_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        json_file = open(log_dir / "boot.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        logmod.configure(args.log_format, args.debug, json_file=json_file)
-        log = logmod.get_logger()
-        host.log = log
     state = BootState(mode="dry-run" if args.dry_run else "boot",
                       started_uptime=logmod.uptime())
     waves = " | ".join(", ".join(w) for w in topology.waves)
     log.info("start", version=__version__, pid=os.getpid(), root=args.root,
              mode="dry run" if args.dry_run else "boot")
     log.info("units loaded", units=config.units_dir, domains=len(config.domains), waves=waves)
-    _resume(host, config, state, log)
-    ctx = Context(config=config, topology=topology, host=host, state=state, log=log,
-                  skip_version_check=args.skip_preflight)
     try:
-        return run_boot(ctx, debug=args.debug)
+        # one orchestrate acts at a time (a follower step waits for the boot to end)
+        with exclusive(host, config.host.state_dir, log, config.host.boot_deadline, "boot"):
+            _resume(host, config, state, log)
+            ctx = Context(config=config, topology=topology, host=host, state=state, log=log,
+                          skip_version_check=args.skip_preflight)
+            return run_boot(ctx, debug=args.debug)
+    except OrchestratorError as exc:  # the lock: another orchestrate never let go
+        log.error("step failed", step="boot", error=exc.message)
+        log.error("hint", hint=exc.hint)
+        return EXIT_FAILED
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """The follower: one xenstore connection, no polling, until SIGTERM (exit 0)."""
+    from orchestrator import log as logmod
+
+    logmod.configure(args.log_format, args.debug)
+    config = _load(args, sys.stderr)
+    if config is None:
+        return EXIT_INVALID
+    if getattr(args, "dry_run", False):
+        print("orchestrate: watch has no dry run (it changes nothing while all is well)",
+              file=sys.stderr)
+        return EXIT_INVALID
+
+    from orchestrator.context import Context, state_file
+    from orchestrator.follow import run_follower
+    from orchestrator.host import Host
+    from orchestrator.state import BootState
+    from orchestrator.topology import build_topology
+    from orchestrator.xenstore import PyxsXenstore
+
+    host = Host(root=args.root, tools_path=config.host.tools_path,
+                command_timeout=config.host.command_timeout)
+    with _json_log(args, host, config) as log:
+        state = BootState(mode="watch")
+        text = host.read_text(state_file(config))
+        if text:
+            try:
+                state = BootState.from_json(text)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                pass  # the follower reads it again before each step, and says so there
+        log.info("start", version=__version__, pid=os.getpid(), root=args.root, mode="watch")
+        store = PyxsXenstore(host.xenstored_socket(), config.host.xenstored_timeout, log)
+        ctx = Context(config=config, topology=build_topology(config), host=host,
+                      state=state, log=log, _xenstore=store)
+        try:
+            code = run_follower(ctx, store)
+        finally:
+            store.close()
+        word = "OK" if code == EXIT_OK else "FAILED"
+        log.info("verdict", word=word, detail="the follower stopped", code=code)
+        return code
+
+
+def _shutdown(args: argparse.Namespace) -> int:
+    from orchestrator import log as logmod
+
+    logmod.configure(args.log_format, args.debug)
+    config = _load(args, sys.stderr)
+    if config is None:
+        return EXIT_INVALID
+
+    from orchestrator.host import DryRunHost, Host
+
+    dry_run = getattr(args, "dry_run", False)
+    host = (DryRunHost if dry_run else Host)(root=args.root, tools_path=config.host.tools_path,
+                                             command_timeout=config.host.command_timeout)
+    with _json_log(args, host, config) as log:
+        return _shutdown_with(args, host, config, log, dry_run)
+
+
+def _shutdown_with(args: argparse.Namespace, host: Any, config: Any, log: Any,
+                   dry_run: bool) -> int:
+    from orchestrator.context import Context, state_file
+    from orchestrator.shutdown import run_shutdown
+    from orchestrator.state import BootState
+    from orchestrator.topology import build_topology
+
+    previous = None
+    text = host.read_text(state_file(config))
+    if text:
+        try:
+            previous = BootState.from_json(text)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("warning", text=f"ignoring unreadable {state_file(config)}")
+    log.info("start", version=__version__, pid=os.getpid(), root=args.root,
+             mode="dry run" if dry_run else "shutdown")
+    ctx = Context(config=config, topology=build_topology(config), host=host,
+                  state=BootState(mode="shutdown"), log=log)
+    try:
+        return run_shutdown(ctx, previous)
+    finally:
+        ctx.close()
+
+
+@contextlib.contextmanager
+def _json_log(args: argparse.Namespace, host: Any, config: Any) -> Iterator[Any]:
+    """The console log, and its JSON lines appended to <state>/boot.jsonl (not in a dry
+    run): the boot, the follower and the shutdown of one power cycle in one file."""
+    from orchestrator import log as logmod
+
+    if host.dry_run:
+        logmod.configure(args.log_format, args.debug)
+        host.log = logmod.get_logger()
+        yield host.log
+        return
+    json_file = logmod.open_json_lines(host.path(config.host.state_dir) / "boot.jsonl")
+    try:
+        logmod.configure(args.log_format, args.debug, json_file=json_file)
+        host.log = logmod.get_logger()
+        yield host.log
     finally:
         if json_file is not None:
-            json_file.close()
+            try:
+                json_file.close()
+            except OSError:
+                pass  # the tee said so already

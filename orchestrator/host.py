@@ -259,6 +259,25 @@ class Host:
     def save_state(self, p: str, text: str) -> None:
         self.save_file(p, text)
 
+    def try_lock(self, p: str) -> int | None:
+        """An exclusive flock on p (created if needed): the file descriptor, or None while
+        another orchestrate holds it. One boot, re-run, follower step or shutdown acts at a
+        time; the lock goes with the process, so a killed one never leaves it held."""
+        import fcntl
+
+        target = self.path(p)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def unlock(self, fd: int) -> None:
+        os.close(fd)  # closing the last descriptor releases the flock
+
     def download(self, image: Image, dest: str, timeout: float, tls: bool = False) -> None:
         """One strict HTTP attempt into dest (temp file, verify, fsync, rename).
         tls: some image of this boot is https:// (else libssl is never loaded)."""
@@ -404,10 +423,16 @@ class DryRunHost(Host):
     def save_state(self, p: str, text: str) -> None:
         pass
 
+    def try_lock(self, p: str) -> int | None:
+        return -1  # a dry run changes nothing: it needs no lock
+
+    def unlock(self, fd: int) -> None:
+        pass
+
     def download(self, image: Image, dest: str, timeout: float, tls: bool = False) -> None:
         pass  # the fetch step logs the request and the expected hash and size
 
     def xenstore(self, timeout: float) -> Xenstore:
-        from orchestrator.xenstore import RecordingXenstore
+        from orchestrator.xenstore_dryrun import RecordingXenstore
 
         return RecordingXenstore(self.log)

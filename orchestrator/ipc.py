@@ -45,6 +45,11 @@ class XsNode:
     def perms_text(self) -> str:
         return " ".join(str(p) for p in self.perms)
 
+    @property
+    def owner(self) -> Domid:
+        """Entry 0 names the owner (docs/misc/xenstore.txt, permissions)."""
+        return self.perms[0].domid
+
 
 def owner_only(owner: Domid, readers: list[Domid]) -> tuple[Perm, ...]:
     """`[n<owner>, r<reader>...]`: owner full, the readers read, everybody else nothing."""
@@ -87,11 +92,24 @@ def provisioning_plan(
         nodes.append(
             XsNode(f"{domain_map}/{name}", str(domids[name]), owner_only(DOM0, readers))
         )
+    for name in present:  # each guest is told its peers by name, and only it can read them
+        for role, peers in (("serve", topology.clients(name)),
+                            ("connect", topology.servers(name))):
+            if topology.peers(name):
+                nodes.append(XsNode(peers_path(domids[name], role), " ".join(peers) or None,
+                                    owner_only(DOM0, [domids[name]])))
     for server, client in topology.ipc_pairs:
         if server in domids and client in domids:
             path = rendezvous_path(rendezvous_template, domids[server], domids[client])
             nodes.append(XsNode(path, None, owner_only(domids[server], [domids[client]])))
     return nodes
+
+
+def peers_path(domid: Domid, role: str) -> str:
+    """Where a guest reads its vchan peers by name: `~/ipc/serve` (the domains it serves)
+    and `~/ipc/connect` (the domains it connects to), space-separated (README, "What a
+    guest reads"). In its own home, so it needs no configuration to find them."""
+    return f"/local/domain/{domid}/ipc/{role}"
 
 
 def _ancestors(path: str) -> list[str]:

@@ -16,12 +16,13 @@ import structlog
 
 from orchestrator.context import Context
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OrchestratorError
+from orchestrator.event_types import verdict_text
 from orchestrator.state import StepRecord
 from orchestrator.steps.devices import make_device_nodes
 from orchestrator.steps.domains import create_domains
 from orchestrator.steps.fetch import fetch_images
 from orchestrator.steps.finish import leave_dom0_idle
-from orchestrator.steps.handoff import bind_devices_to_pciback
+from orchestrator.steps.handoff import bind_devices_to_pciback, settle_after_abort
 from orchestrator.steps.preflight import preflight
 from orchestrator.steps.provision import provision_xenstore
 from orchestrator.steps.xenstored import check_platform, start_xenstored
@@ -43,15 +44,6 @@ STEPS: tuple[tuple[str, Step], ...] = (
 )
 
 
-def state_file(ctx: Context) -> str:
-    return f"{ctx.config.host.state_dir}/state.json"
-
-
-def save(ctx: Context) -> None:
-    ctx.state.commands = list(ctx.host.executed)
-    ctx.host.save_state(state_file(ctx), ctx.state.to_json())
-
-
 def run_boot(ctx: Context, debug: bool = False) -> int:
     count = len(STEPS)
     boot_started = time.monotonic()
@@ -65,17 +57,20 @@ def run_boot(ctx: Context, debug: bool = False) -> int:
                 if failure is not None:
                     return _stop(ctx, number, name, *failure, started)
     except KeyboardInterrupt:  # SIGINT, or SIGTERM (the CLI turns it into this)
+        ctx.cancelled.clear()  # the domain threads have stopped; the rollback may wait
         with structlog.contextvars.bound_contextvars(step_no=number, step_count=count):
             return _stop(ctx, number, name, "interrupted", None, started,
-                         EXIT_INTERRUPTED, f"INTERRUPTED at {number}/{count} {name}")
+                         EXIT_INTERRUPTED, "INTERRUPTED")
     total = time.monotonic() - boot_started
-    failed = ctx.state.failed_domains()
+    failed = ctx.state.not_ready() + [
+        what for step in ctx.state.steps.values() if step.status == "partial"
+        for what in (step.error or "").split(", ") if what not in ctx.state.domains]
     if failed:
-        return _finish(ctx, EXIT_FAILED, f"FAILED: {', '.join(failed)} not ready "
+        return _finish(ctx, EXIT_FAILED, "FAILED", f"{', '.join(failed)} not ready "
                        f"after {total:.1f} s")
     ready = len(ctx.state.domains)
     word = "would be" if ctx.host.dry_run else "are"
-    return _finish(ctx, EXIT_OK, f"OK: {ready} domains {word} ready, {total:.1f} s")
+    return _finish(ctx, EXIT_OK, "OK", f"{ready} domains {word} ready, {total:.1f} s")
 
 
 def _run_step(ctx: Context, name: str, step: Step,
@@ -84,7 +79,7 @@ def _run_step(ctx: Context, name: str, step: Step,
     record = ctx.state.steps[name]
     ctx.log.info("step begin", step=name)
     record.status = "running"
-    save(ctx)
+    ctx.save()
     started = time.monotonic()
     cpu_started = time.process_time()
     ctx.partial.clear()
@@ -107,12 +102,12 @@ def _run_step(ctx: Context, name: str, step: Step,
     else:
         record.status = "ok"
         ctx.log.info("step ok", step=name, seconds=record.seconds)
-    save(ctx)
+    ctx.save()
     return None
 
 
 def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
-          started: float, code: int = EXIT_FAILED, verdict: str | None = None) -> int:
+          started: float, code: int = EXIT_FAILED, word: str = "FAILED") -> int:
     record = ctx.state.steps[name] if name else StepRecord()
     record.status, record.error, record.hint = "failed", error, hint
     record.seconds = round(time.monotonic() - started, 3)
@@ -121,12 +116,14 @@ def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
         ctx.log.error("hint", hint=hint)
     for later, _ in STEPS[number:]:
         ctx.state.steps[later].status = "skipped"
+    if ctx.state.steps["bind-devices-to-pciback"].status != "pending":
+        settle_after_abort(ctx)
     ctx.close()
-    return _finish(ctx, code, verdict or f"FAILED at {number}/{len(STEPS)} {name}")
+    return _finish(ctx, code, word, f"at {number}/{len(STEPS)} {name}")
 
 
-def _finish(ctx: Context, code: int, text: str) -> int:
-    ctx.state.verdict = text
+def _finish(ctx: Context, code: int, word: str, detail: str) -> int:
+    ctx.state.verdict = verdict_text(word, detail)
     ctx.state.exit_code = code
     ctx.state.usage = own_usage()
     if not ctx.host.dry_run:
@@ -134,8 +131,8 @@ def _finish(ctx: Context, code: int, text: str) -> int:
         ctx.log.info("summary", text=f"orchestrate: {usage['cpu_seconds']:.2f} s CPU, peak "
                      f"RSS {usage['peak_rss_mib']:.1f} MiB, {len(ctx.host.executed)} "
                      f"programs run")
-    save(ctx)
-    ctx.log.info("verdict", text=f"orchestrate: {text} (exit {code})")
+    ctx.save()
+    ctx.log.info("verdict", word=word, detail=detail, code=code)
     return code
 
 

@@ -13,6 +13,11 @@ from typing import Any
 
 from orchestrator.ipc import Domid
 
+JOURNAL_MAX = 2000  # transitions kept in state.json (a restart loop must not grow it forever)
+# lifecycle.PRESENT, by value (lifecycle imports this module)
+PRESENT_STATES = frozenset({"created", "provisioned", "booting", "ready", "adopted",
+                            "restarted", "crashed", "stopping"})
+
 
 @dataclass
 class StepRecord:
@@ -25,10 +30,16 @@ class StepRecord:
 
 @dataclass
 class DomainRecord:
-    status: str = "pending"  # pending created ready adopted failed skipped
+    """One domain's place in its lifecycle (orchestrator/lifecycle.py changes it)."""
+
+    state: str = "pending"  # a lifecycle.DomainState value
     domid: Domid | None = None
     create_to_ready: float | None = None
     error: str | None = None
+    restarts: int = 0  # new domids seen since the boot (xl restarts, re-creations)
+    # the unit's vifs that were attached after the create (by index in the unit) and the
+    # devid each got: a later repair detaches exactly these
+    vifs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +54,12 @@ class BootState:
     daemons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)  # every program run
+    # every domain transition of this power cycle (domain, from, to, domid, uptime, cause,
+    # seconds), carried across re-runs, the follower and the shutdown; the last JOURNAL_MAX
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    # the xenstore nodes dom0 wrote and still owns: the only ones it ever removes
+    xenstore_written: list[str] = field(default_factory=list)
+    standing_down: bool = False  # `orchestrate shutdown` began: the follower does nothing
     usage: dict[str, float] = field(default_factory=dict)  # our own CPU time and peak RSS
     verdict: str | None = None
     exit_code: int | None = None
@@ -52,15 +69,17 @@ class BootState:
         return record.domid if record else None
 
     def live_domids(self) -> dict[str, Domid]:
-        """Domains that exist now (created, ready or adopted) and their ids."""
-        return {
-            name: rec.domid
-            for name, rec in self.domains.items()
-            if rec.domid is not None and rec.status in ("created", "ready", "adopted")
-        }
+        """Domains that exist now under their recorded domid (they have plumbing)."""
+        return {name: rec.domid for name, rec in self.domains.items()
+                if rec.domid is not None and rec.state in PRESENT_STATES}
 
     def failed_domains(self) -> list[str]:
-        return [n for n, r in self.domains.items() if r.status in ("failed", "skipped")]
+        return [n for n, r in self.domains.items() if r.state in ("failed", "skipped")]
+
+    def not_ready(self) -> list[str]:
+        """Domains a boot promised and that are not ready (failed, skipped, or running but
+        not ready)."""
+        return [n for n, r in self.domains.items() if r.state != "ready"]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

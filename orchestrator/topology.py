@@ -22,6 +22,9 @@ class Edge:
     before: str
     after: str
     reason: str
+    # False: `after` is created without waiting for `before`, and only its vif waits (a vif
+    # attached once its backend is ready); the order still holds for the shutdown
+    hard: bool = True
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,11 @@ class Topology:
 
     def needs(self, name: str) -> tuple[str, ...]:
         """The domains that must be ready before `name` is created."""
-        return tuple(sorted({e.before for e in self.edges if e.after == name}))
+        return tuple(sorted({e.before for e in self.edges if e.after == name and e.hard}))
+
+    def later_backends(self, name: str) -> tuple[str, ...]:
+        """The driver domains of vifs attached to `name` once they are ready."""
+        return tuple(sorted({e.before for e in self.edges if e.after == name and not e.hard}))
 
     def dependents(self, name: str) -> tuple[str, ...]:
         """Every domain that transitively waits for `name`."""
@@ -47,6 +54,14 @@ class Topology:
                     todo.append(edge.after)
         return tuple(sorted(found))
 
+    def clients(self, name: str) -> tuple[str, ...]:
+        """The domains `name` serves a vchan to."""
+        return tuple(sorted(c for s, c in self.ipc_pairs if s == name))
+
+    def servers(self, name: str) -> tuple[str, ...]:
+        """The domains `name` connects to as a vchan client."""
+        return tuple(sorted(s for s, c in self.ipc_pairs if c == name))
+
     def peers(self, name: str) -> tuple[str, ...]:
         """The ipc peers of `name`, whichever side it is on."""
         out = {c for s, c in self.ipc_pairs if s == name} | {
@@ -59,25 +74,31 @@ def dependency_edges(domains: Iterable[DomainUnit]) -> list[Edge]:
     domains = list(domains)
     known = {d.name for d in domains}
     edges: dict[tuple[str, str], list[str]] = {}
+    hard: set[tuple[str, str]] = set()
 
-    def add(before: str, after: str, reason: str) -> None:
+    def add(before: str, after: str, reason: str, is_hard: bool = True) -> None:
         if before in known and after in known and before != after:
             edges.setdefault((before, after), [])
             if reason not in edges[(before, after)]:
                 edges[(before, after)].append(reason)
+            if is_hard:
+                hard.add((before, after))
 
     for domain in domains:
         for other in domain.after:
             add(other, domain.name, "after=")
         for vif in domain.vifs:
-            if vif.backend:
-                add(vif.backend, domain.name, "vif backend=")
+            if vif.backend and vif.at_create:
+                add(vif.backend, domain.name, "vif backend=, at_create")
+            elif vif.backend:
+                add(vif.backend, domain.name, "vif backend= (attached once ready)",
+                    is_hard=False)
         for client in domain.serve:
             add(domain.name, client, "ipc serve")
         for server in domain.connect:
             add(server, domain.name, "ipc connect")
     return [
-        Edge(before, after, ", ".join(reasons))
+        Edge(before, after, ", ".join(reasons), (before, after) in hard)
         for (before, after), reasons in sorted(edges.items())
     ]
 

@@ -62,6 +62,14 @@ class Vif:
     mac: str | None = None
     bridge: str | None = None
     script: str | None = None
+    # True: in the xl config, so the domain is created only once the backend is ready (the
+    # guest has its network at first boot). False: the domain boots without it and the vif
+    # is attached (`xl network-attach`) once the backend is ready.
+    at_create: bool = False
+
+    @property
+    def attached_later(self) -> bool:
+        return self.backend is not None and not self.at_create
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class DomainUnit:
     on_poweroff: str
     on_reboot: str
     on_crash: str
+    stop_timeout: float = 30.0  # `orchestrate shutdown`: destroyed if still there after
 
     @property
     def images(self) -> tuple[Image, ...]:
@@ -109,6 +118,12 @@ class NicConfig:
     interface: str
     address: str  # "a.b.c.d/len" or "dhcp"
     gateway: str | None
+    # dom0's network after the handoff: "none" (dom0 has none, seed 002's end state) or
+    # "vif" (a vif served by the domain that takes the NIC; the address and default route
+    # move there, seed 000)
+    after_handoff: str = "none"
+    vif_mac: str | None = None  # the vif's MAC (default: derived from the NIC's BDF)
+    vif_script: str | None = None  # the hotplug script the driver domain runs for it
 
 
 @dataclass(frozen=True)
@@ -348,8 +363,18 @@ def _parse_host(file: str, data: dict[str, Any] | None, problems: list[UnitProbl
         gateway = nic_t.text("gateway")
         if gateway is not None:
             _ip(nic_t, "gateway", gateway)
+        after_handoff = nic_t.text("after_handoff", "none") or "none"
+        if after_handoff not in ("none", "vif"):
+            nic_t.problem("after_handoff", f"{after_handoff!r}: must be \"none\" or \"vif\"")
+        vif_mac = nic_t.text("vif_mac")
+        if vif_mac is not None and not MAC_RE.match(vif_mac):
+            nic_t.problem("vif_mac", f"{vif_mac!r} is not a MAC address like 00:16:3e:00:00:01")
+        vif_script = nic_t.text("vif_script")
+        if vif_script is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", vif_script):
+            nic_t.problem("vif_script", f"{vif_script!r}: a script name in /etc/xen/scripts")
         nic_t.finish()
-        nic = NicConfig(bdf=bdf, interface=interface, address=address, gateway=gateway)
+        nic = NicConfig(bdf=bdf, interface=interface, address=address, gateway=gateway,
+                        after_handoff=after_handoff, vif_mac=vif_mac, vif_script=vif_script)
 
     xen = t.table("xen") or _Table(problems, file, {}, "xen.")
     modules = xen.strings("modules") if "modules" in xen.data else _DEFAULT_MODULES
@@ -474,11 +499,13 @@ def _parse_domain(
             vt.problem("mac", f"{mac!r} is not a MAC address like 00:16:3e:00:00:01")
         bridge = vt.text("bridge")
         script = vt.text("script")
+        at_create = vt.flag("at_create", False)
         for key, value in (("bridge", bridge), ("script", script)):
             if value is not None and not re.fullmatch(r"[A-Za-z0-9_./-]+", value):
                 vt.problem(key, f"{value!r} contains characters xl.cfg cannot carry here")
         vt.finish()
-        vifs.append(Vif(ip=ip, backend=backend, mac=mac, bridge=bridge, script=script))
+        vifs.append(Vif(ip=ip, backend=backend, mac=mac, bridge=bridge, script=script,
+                        at_create=at_create))
 
     after = t.strings("after")
     readiness = _readiness(t, host)
@@ -492,6 +519,7 @@ def _parse_domain(
         serve = ipc.strings("serve")
         connect = ipc.strings("connect")
         ipc.finish()
+    stop_timeout = t.number("stop_timeout", 30.0)
     actions = {}
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
                          ("on_crash", "destroy")):
@@ -515,6 +543,7 @@ def _parse_domain(
         readiness=readiness,
         serve=serve,
         connect=connect,
+        stop_timeout=stop_timeout,
         **actions,
     )
 
@@ -634,6 +663,11 @@ def _cross_checks(config: Config) -> list[UnitProblem]:
                 elif peer not in by_name:
                     problems.append(UnitProblem(domain.source, f"ipc.{role}[{i}]",
                                                 f"names unknown domain {peer!r}"))
+    nic = config.host.nic
+    if nic is not None and nic.after_handoff == "vif" and config.owner_of(nic.bdf) is None:
+        problems.append(UnitProblem(config.host.source, "nic.after_handoff",
+                                    f"\"vif\" needs a domain that takes {nic.bdf} (its pci) "
+                                    "to serve dom0's vif"))
     if not problems:
         cycle = find_cycle(config.domains)
         if cycle:

@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.ipc import XsNode
+from orchestrator.ipc import DOM0, XsNode
+from orchestrator.xswatch import Subscription
 
 T = TypeVar("T")
 
 EAGAIN_ATTEMPTS = 8
+# The fastest a wait re-evaluates its condition, however many watch events arrive.
+MIN_INTERVAL = 0.05
 
 
 class XenstoreError(OrchestratorError):
@@ -32,15 +35,27 @@ class XenstoreError(OrchestratorError):
 
 
 class Xenstore(Protocol):
-    def read(self, path: str) -> str | None: ...
+    def read(self, path: str) -> str | None:
+        """A node dom0 or libxl wrote (undecodable bytes come back replaced, never raised)."""
+        ...
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """A node a guest may have written: its raw bytes (`untrusted_*` until checked)."""
+        ...
 
     def directory(self, path: str) -> list[str]: ...
 
     def get_perms(self, path: str) -> list[str] | None: ...
 
-    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> None:
-        """Write nodes (value + permissions) and remove paths in one transaction,
-        retried on EAGAIN, then read back and compare."""
+    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> list[str]:
+        """Write nodes (value + permissions) and remove paths, then read back and compare.
+
+        dom0's own nodes and the removals go in one transaction, retried on EAGAIN, and any
+        failure raises. A node a guest owns (a rendezvous node, [n<server>, ...]) gets a
+        transaction of its own, and what goes wrong with it is returned as a warning: a
+        guest can change what it owns, and must never be able to fail dom0's provisioning
+        or another domain's."""
+        ...
 
     def wait(
         self,
@@ -56,51 +71,6 @@ class Xenstore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class RecordingXenstore:
-    """A dry run's xenstore: reads find nothing, writes and waits become "would" lines."""
-
-    def __init__(self, log: Any) -> None:
-        self.log = log
-
-    def read(self, path: str) -> str | None:
-        return None
-
-    def directory(self, path: str) -> list[str]:
-        return []
-
-    def get_perms(self, path: str) -> list[str] | None:
-        return None
-
-    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> None:
-        for path in remove:
-            self.log.info("xenstore node", op="rm", path=path, value_text="", perms="-",
-                          dry_run=True)
-        for node in nodes:
-            self.log.info(
-                "xenstore node",
-                op="write" if node.value is not None else "mkdir",
-                path=node.path,
-                value_text=f" = {node.value}" if node.value is not None else "",
-                perms=node.perms_text(),
-                dry_run=True,
-            )
-
-    def wait(
-        self,
-        watch: list[str],
-        ready: Callable[[str | None], str | None],
-        timeout: float,
-        what: str,
-        tick: float = 2.0,
-    ) -> str:
-        self.log.info("action", text=f"wait up to {timeout:g} s for {what}", watch=watch,
-                      dry_run=True)
-        return "dry run"
-
-    def close(self) -> None:
-        pass
 
 
 _tokens = itertools.count(1)
@@ -174,13 +144,17 @@ class PyxsXenstore:
     # -- reads -----------------------------------------------------------------------
 
     def read(self, path: str) -> str | None:
-        def op(c: Any) -> str | None:
+        value = self.read_bytes(path)
+        return None if value is None else value.decode("utf-8", errors="replace")
+
+    def read_bytes(self, path: str) -> bytes | None:
+        def op(c: Any) -> bytes | None:
             import errno
 
             from pyxs.exceptions import PyXSError
 
             try:
-                return bytes(c.read(path.encode())).decode()
+                return bytes(c.read(path.encode()))
             except PyXSError as exc:
                 if exc.args and exc.args[0] in (errno.ENOENT, errno.EACCES):
                     return None
@@ -195,7 +169,8 @@ class PyxsXenstore:
             from pyxs.exceptions import PyXSError
 
             try:
-                return [bytes(x).decode() for x in c.list(path.encode())]
+                return [bytes(x).decode("utf-8", errors="replace")
+                        for x in c.list(path.encode())]
             except PyXSError as exc:
                 if exc.args and exc.args[0] == errno.ENOENT:
                     return []
@@ -210,7 +185,8 @@ class PyxsXenstore:
             from pyxs.exceptions import PyXSError
 
             try:
-                return [bytes(x).decode() for x in c.get_perms(path.encode())]
+                return [bytes(x).decode("ascii", errors="replace")
+                        for x in c.get_perms(path.encode())]
             except PyXSError as exc:
                 if exc.args and exc.args[0] == errno.ENOENT:
                     return None
@@ -220,8 +196,24 @@ class PyxsXenstore:
 
     # -- writes ----------------------------------------------------------------------
 
-    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> None:
+    def apply(self, nodes: list[XsNode], remove: Iterable[str] = ()) -> list[str]:
+        ours = [n for n in nodes if n.owner == DOM0]
+        guests = [n for n in nodes if n.owner != DOM0]
         removals = list(remove)
+        self._commit(ours, removals)
+        self._verify(ours, removals)
+        warnings = []
+        for node in guests:  # each alone: a guest's node can only spoil its own write
+            try:
+                self._commit([node], [])
+                self._verify([node], [])
+            except XenstoreError as exc:
+                warnings.append(f"{node.path} (owned by domid {node.owner}): {exc.message}")
+        return warnings
+
+    def _commit(self, nodes: list[XsNode], removals: list[str]) -> None:
+        if not nodes and not removals:
+            return
         for attempt in range(1, EAGAIN_ATTEMPTS + 1):
             changes = self._call("transaction", lambda c: _transaction(c, nodes, removals))
             if changes is not None:
@@ -240,19 +232,24 @@ class PyxsXenstore:
             else:
                 self.log.info("xenstore node", op=op, path=node.path, perms=node.perms_text(),
                               value_text=f" = {node.value}" if node.value is not None else "")
-        self._verify(nodes, removals)
 
     def _verify(self, nodes: list[XsNode], removals: list[str]) -> None:
+        """Read back after commit, byte for byte. A guest-owned node is checked for what
+        dom0 decides (it exists, its owner, the grants), never for its value, which its
+        owner may write."""
         wrong = []
         for node in nodes:
-            value = self.read(node.path)
+            untrusted_value = self.read_bytes(node.path)
             perms = self.get_perms(node.path)
-            if node.value is not None and value != node.value:
-                wrong.append(f"{node.path} = {value!r}, expected {node.value!r}")
+            if untrusted_value is None:
+                wrong.append(f"{node.path} is missing")
+                continue
+            if node.value is not None and untrusted_value != node.value.encode():
+                wrong.append(f"{node.path} = {_show(untrusted_value)}, expected {node.value!r}")
             if perms != [str(p) for p in node.perms]:
                 wrong.append(f"{node.path} perms {perms}, expected [{node.perms_text()}]")
         for path in removals:
-            if self.read(path) is not None:
+            if self.read_bytes(path) is not None:
                 wrong.append(f"{path} still exists")
         if wrong:
             raise XenstoreError(
@@ -289,21 +286,49 @@ class PyxsXenstore:
         _run_with_deadline(subscribe, self.timeout, f"watch {', '.join(watch)}")
         events: queue.Queue[Any] = holder["monitor"].events
         fired: str | None = None
+        evaluated = 0.0
         try:
             while True:
                 outcome = ready(fired)
+                evaluated = time.monotonic()
                 if outcome is not None:
                     return outcome
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise XenstoreError(f"timed out after {timeout:g} s waiting for {what}")
                 try:
-                    event = events.get(timeout=min(tick, left))
-                    fired = bytes(event[0]).decode(errors="replace")
+                    fired = _event_path(events.get(timeout=min(tick, left)))
                 except queue.Empty:
                     fired = None
+                    continue
+                # A burst of events (a guest rewriting a node in a loop) is one evaluation:
+                # at most one per MIN_INTERVAL, with everything that came meanwhile.
+                pause = MIN_INTERVAL - (time.monotonic() - evaluated)
+                if pause > 0:
+                    time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                for path in _drain(events):
+                    fired = "@releaseDomain" if "@releaseDomain" in (fired, path) else path
         finally:
             threading.Thread(target=_quiet_close, args=(holder["client"],), daemon=True).start()
+
+    def subscribe(self, paths: list[str]) -> Subscription:
+        """Watches on this adapter's own connection (the follower keeps one connection)."""
+        token = f"orchestrate-{os.getpid()}-{next(_tokens)}".encode()
+
+        def op(c: Any) -> Any:
+            monitor = c.monitor()
+            for path in paths:
+                monitor.watch(path.encode(), token)
+            return monitor
+
+        monitor = self._call(f"watch {', '.join(paths)}", op)
+        client = self._client
+        return Subscription(
+            monitor.events, client.router.thread,
+            lambda path: self._call(f"watch {path}",
+                                    lambda c: monitor.watch(path.encode(), token)),
+            lambda path: self._call(f"unwatch {path}",
+                                    lambda c: monitor.unwatch(path.encode(), token)))
 
     def close(self) -> None:
         self._abandon()
@@ -372,6 +397,28 @@ def _run_with_deadline(fn: Callable[[], None], timeout: float, what: str) -> Non
         raise XenstoreError(f"xenstored did not answer {what} within {timeout:g} s") from None
     if exc is not None:
         raise XenstoreError(f"xenstore {what} failed: {exc}") from exc
+
+
+def _event_path(event: Any) -> str:
+    return bytes(event[0]).decode("utf-8", errors="replace")
+
+
+def _drain(events: queue.Queue[Any], limit: int = 100_000) -> list[str]:
+    """The paths of every event already queued (bounded: a flood cannot keep us here)."""
+    out = []
+    for _ in range(limit):
+        try:
+            out.append(_event_path(events.get_nowait()))
+        except queue.Empty:
+            break
+    return out
+
+
+def _show(untrusted: bytes) -> str:
+    """A guest's bytes, safe to print: printable ASCII, escapes for the rest, cut at 40."""
+    text = untrusted[:40].decode("ascii", errors="backslashreplace")
+    text = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in text)
+    return repr(text + ("..." if len(untrusted) > 40 else ""))
 
 
 def _quiet_close(client: Any) -> None:

@@ -6,9 +6,7 @@ xl exits 0 from `create` once the domain is built; it does not wait for the gues
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 from orchestrator.errors import CommandFailed, OrchestratorError
 from orchestrator.host import Host
@@ -41,6 +39,12 @@ KNOWN_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+def logs_hint(name: str) -> str:
+    """What to read when xl's failure is none we know: every failure says where to look."""
+    return (f"see xl's log /var/log/xen/xl-{name}.log and the guest's console "
+            f"/var/log/xen/console/guest-{name}.log")
+
+
 def explain_failure(stderr: str) -> str | None:
     for pattern, hint in KNOWN_FAILURES:
         if pattern.search(stderr):
@@ -63,24 +67,6 @@ def parse_domid(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def parse_list_long(text: str) -> dict[str, int]:
-    """`xl list -l` JSON -> {name: domid} (dom0 excluded)."""
-    try:
-        data: Any = json.loads(text or "[]")
-    except json.JSONDecodeError:
-        return {}
-    out = {}
-    for entry in data if isinstance(data, list) else []:
-        try:
-            name = entry["config"]["c_info"]["name"]
-            domid = int(entry["domid"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if domid != 0:
-            out[name] = domid
-    return out
-
-
 _STATE_RE = re.compile(r"^(\S+)\s+(\d+)\s+\d+\s+\d+\s+([-rbpscd]{6})\s")
 
 
@@ -99,8 +85,8 @@ class Xl:
         self.host = host
         self.timeout = timeout
 
-    def _fail(self, exc: CommandFailed, what: str) -> OrchestratorError:
-        hint = explain_failure(exc.stderr) or exc.hint
+    def _fail(self, exc: CommandFailed, what: str, name: str) -> OrchestratorError:
+        hint = explain_failure(exc.stderr) or exc.hint or logs_hint(name)
         return OrchestratorError(f"{what}: {exc.message}", hint=hint)
 
     def info(self) -> dict[str, str] | None:
@@ -121,7 +107,7 @@ class Xl:
             self.host.run(["xl", "create", "-p", str(self.host.path(cfg_path))],
                           timeout=timeout)
         except CommandFailed as exc:
-            raise self._fail(exc, f"creating {name} failed") from None
+            raise self._fail(exc, f"creating {name} failed", name) from None
 
         def read() -> Domid:
             domid = self.domid(name)
@@ -140,7 +126,7 @@ class Xl:
         try:
             self.host.run(["xl", "unpause", str(domid)], timeout=self.timeout)
         except CommandFailed as exc:
-            raise self._fail(exc, f"unpausing {name} failed") from None
+            raise self._fail(exc, f"unpausing {name} failed", name) from None
 
     def destroy(self, name: str, domid: Domid) -> None:
         """Best effort (a failed domain is being cleaned up): a failure is said, not raised.
@@ -151,3 +137,27 @@ class Xl:
             self.host.log.error("note", text=f"`xl destroy {name}` (domid {domid}) exited "
                                 f"{result.returncode}: {tail}")
             self.host.log.error("hint", hint=f"destroy it by hand: xl destroy {name}")
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to power off (control/shutdown); the caller waits with its own
+        deadline (xl's -w has none)."""
+        try:
+            self.host.run(["xl", "shutdown", name], timeout=self.timeout)
+        except CommandFailed as exc:
+            raise self._fail(exc, f"`xl shutdown {name}` failed", name) from None
+
+    def network_attach(self, name: str, spec: str, timeout: float) -> None:
+        """Attach a vif; xl resolves backend=<name> now, and waits (up to 10 s,
+        LIBXL_INIT_TIMEOUT) for the backend to reach InitWait."""
+        try:
+            self.host.run(["xl", "network-attach", name, spec], timeout=timeout)
+        except CommandFailed as exc:
+            raise self._fail(exc, f"attaching vif {spec} to {name} failed", name) from None
+
+    def network_detach(self, name: str, devid: int, timeout: float) -> None:
+        """Detach a vif; with its backend domain gone, libxl cleans the frontend up alone
+        (tools/libs/light/libxl_device.c)."""
+        try:
+            self.host.run(["xl", "network-detach", name, str(devid)], timeout=timeout)
+        except CommandFailed as exc:
+            raise self._fail(exc, f"detaching vif {devid} of {name} failed", name) from None

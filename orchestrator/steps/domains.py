@@ -1,33 +1,40 @@
 """create-domains: every domain as soon as the domains it needs are ready.
 
-Per domain: `xl create -p` (paused) -> read the domid -> provision xenstore -> `xl unpause`
--> wait for readiness, each wait with its own timeout. Domains whose needs are met start
-together (the waves of `orchestrate plan` are the coarse view of the same graph; starting
-each domain as soon as its own needs are ready is never slower). A domain already running
-under its name is adopted, never duplicated. A failure skips its dependents and
-independent domains still start; a failed domain is destroyed and the devices it held
-go back to dom0, so dom0 keeps its NIC when net-vm does not come up.
+Per domain, through the lifecycle (orchestrator/lifecycle.py): `xl create -p` (created) ->
+provision xenstore (provisioned) -> `xl unpause` (booting) -> its readiness probe (ready),
+each wait under its own timeout and the boot's deadline. The scheduler starts each domain
+once its needs are done (orchestrator/scheduler.py).
+
+A re-run never harms a running domain. What already runs under its name is adopted, never
+duplicated: it is unpaused if a killed run left it paused, its vifs whose backend died are
+re-attached to the backend's current domid, and its readiness is probed; if it is not
+ready it is said so, and it keeps its devices, its map entry and its grants. Only a domain
+this run created and that did not come up is destroyed, and only then are its devices
+given back to dom0 (DESIGN.md "After the boot").
 """
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
+from orchestrator import dom0net, lifecycle, plumbing, scheduler
 from orchestrator.context import Context
 from orchestrator.errors import OrchestratorError
 from orchestrator.ipc import Domid
-from orchestrator.state import DomainRecord
+from orchestrator.probes import probe_for
 from orchestrator.steps.handoff import return_devices
-from orchestrator.steps.provision import provision
 from orchestrator.units import DomainUnit
-from orchestrator.xl import Xl
+from orchestrator.vifs import attach_later_vifs, repair_vifs
+from orchestrator.xl import Xl, logs_hint
 from orchestrator.xlcfg import render_xl_config
 
 ALIVE_INTERVAL = 5.0  # seconds between `xl list` checks while a domain boots
 ALIVE_ON_RELEASE = 0.5  # ... and after some domain shut down or died (@releaseDomain)
+DOM0 = 0
+
+Observed = dict[str, tuple[int, str]]  # `xl list`: name -> (domid, state flags)
 
 
 def xl_config_path(ctx: Context, name: str) -> str:
@@ -52,107 +59,151 @@ def write_xl_configs(ctx: Context) -> None:
 
 def create_domains(ctx: Context) -> None:
     write_xl_configs(ctx)
-    order = [name for wave in ctx.topology.waves for name in wave]
-    done = {name: threading.Event() for name in order}
     xl = Xl(ctx.host, ctx.config.host.command_timeout)
+    order = [name for wave in ctx.topology.waves for name in wave]
+    none: Observed = {}
+    observed = ctx.host.outcome(xl.states, none)
     # Adopt what already runs first, all at once: every provisioning below then sees the
     # whole running set (a map entry of a running domain is never dropped and re-added).
-    none: dict[str, tuple[int, str]] = {}
-    running = ctx.host.outcome(xl.states, none)
     for name in order:
-        if name in running:
-            domid, flags = running[name]
-            ctx.state.domains[name] = DomainRecord(status="adopted", domid=domid)
-            ctx.log.info("domain state", domain=name, state=f"already running as domid "
-                         f"{domid}: adopted")
-        else:
-            ctx.state.domains[name] = DomainRecord()
+        if name in observed:
+            adopt(ctx, name, *observed[name])
+    if any(lifecycle.is_present(ctx.journal.record(n)) for n in order):
+        plumbing.provision(ctx)
+    alive = {domid for domid, _ in observed.values()} | {DOM0}
+    finished = {name: threading.Event() for name in order}
 
     def task(name: str) -> None:
         try:
-            for need in ctx.topology.needs(name):
-                if not done[need].wait(timeout=ctx.remaining(ctx.config.host.boot_deadline)):
-                    raise OrchestratorError(
-                        f"gave up waiting for {need}, which {name} needs: the boot deadline "
-                        f"of {ctx.config.host.boot_deadline:g} s passed",
-                        hint=f"see {need}'s lines above; raise deadlines.boot in "
-                        f"{ctx.config.host.source} if it is just slow")
-                if ctx.state.domains[need].status not in ("ready", "adopted"):
-                    ctx.state.domains[name] = DomainRecord(status="skipped",
-                                                           error=f"{need} is not ready")
-                    ctx.log.warning("domain skipped", domain=name,
-                                    reason=f"it needs {need}, which is not ready")
-                    return
-            bring_up(ctx, xl, ctx.config.domain(name))
-        except OrchestratorError as exc:
-            fail(ctx, xl, name, exc)
+            bring_up(ctx, xl, ctx.config.domain(name), observed, alive,
+                     lambda backend: _wait_finished(ctx, finished[backend]))
         finally:
-            done[name].set()
+            finished[name].set()
 
-    # A dry run prints in one stable order: one worker, tasks in wave order.
-    with ThreadPoolExecutor(max_workers=ctx.host.parallelism(len(order)),
-                            thread_name_prefix="domain") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, task, n) for n in order]
-        for future in futures:
-            future.result()
-
-    ctx.partial.extend(ctx.state.failed_domains())
+    scheduler.walk(order, scheduler.forwards(ctx.topology), task,
+                   ctx.host.parallelism(len(order)), interrupted=ctx.cancelled.set)
+    ctx.partial.extend(n for n in ctx.state.not_ready() if n not in ctx.partial)
 
 
-def bring_up(ctx: Context, xl: Xl, domain: DomainUnit) -> None:
-    host, name = ctx.host, domain.name
-    adopted = ctx.state.domains[name]
-    if adopted.status == "adopted" and adopted.domid is not None:
-        provision(ctx)
-        flags = host.outcome(lambda: xl.states().get(name, (0, ""))[1], "")
-        if "p" in flags:  # an earlier run was stopped between `create -p` and unpause
-            xl.unpause(name, adopted.domid)
-        wait_ready(ctx, xl, domain, adopted.domid)
+def adopt(ctx: Context, name: str, domid: int, flags: str) -> None:
+    was = ctx.journal.last_domid(name)
+    cause = f"already running as domid {domid}"
+    if was is not None and was != domid:
+        cause += f" (was domid {was}: restarted since)"
+    if "c" in flags or "s" in flags:
+        what = "crashed" if "c" in flags else "shut down"
+        ctx.journal.apply(name, lifecycle.adopt, domid, cause)
+        ctx.journal.apply(name, lifecycle.crash,
+                          f"{what} and preserved by xl (xl list: {flags}); it keeps its "
+                          f"devices: `xl destroy {name}`, then re-run orchestrate")
         return
-    started = time.monotonic()
-    timeout = ctx.remaining(ctx.config.host.create_timeout)
-    domid = xl.create_paused(name, xl_config_path(ctx, name), timeout)
-    ctx.state.domains[name] = DomainRecord(status="created", domid=domid)
-    ctx.log.info("domain state", domain=name, state=f"created paused as domid {domid}")
-    provision(ctx)
-    xl.unpause(name, domid)
-    wait_ready(ctx, xl, domain, domid)
-    seconds = round(time.monotonic() - started, 2)
-    ctx.state.domains[name] = DomainRecord(status="ready", domid=domid,
-                                           create_to_ready=seconds)
-    ctx.log.info("domain ready", domain=name, domid=domid, seconds=seconds)
+    ctx.journal.apply(name, lifecycle.adopt, domid, cause)
 
 
-def fail(ctx: Context, xl: Xl, name: str, exc: OrchestratorError) -> None:
-    """Record the failure, destroy what was built, give its devices back to dom0."""
-    record = ctx.state.domains.get(name) or DomainRecord()
-    ctx.log.error("domain failed", domain=name, error=exc.message)
-    if exc.hint:
-        ctx.log.error("hint", hint=exc.hint)
-    if record.domid is not None and record.status != "adopted":
-        xl.destroy(name, record.domid)
-    ctx.state.domains[name] = DomainRecord(status="failed", error=exc.message)
+def _wait_finished(ctx: Context, event: threading.Event) -> bool:
+    """Until a domain's own bring-up ended (bounded by the boot's deadline)."""
+    while not event.wait(timeout=min(1.0, ctx.remaining(ctx.config.host.boot_deadline))):
+        pass
+    return True
+
+
+def bring_up(ctx: Context, xl: Xl, domain: DomainUnit, observed: Observed,
+             alive: set[int], backend_done: Callable[[str], bool]) -> None:
+    name = domain.name
+    record = ctx.journal.record(name)
+    state = lifecycle.state_of(record)
+    if state is lifecycle.DomainState.ADOPTED and record.domid is not None:
+        converge_adopted(ctx, xl, domain, record.domid, observed[name][1], alive)
+        return
+    if state is not lifecycle.DomainState.PENDING:
+        return  # crashed and preserved: said when adopted
+    for need in ctx.topology.needs(name):
+        if ctx.state.domains[need].state != lifecycle.DomainState.READY:
+            ctx.journal.apply(name, lifecycle.skip, f"it needs {need}, which is not ready")
+            return
     try:
-        provision(ctx)  # drops its map entry and rendezvous grants
+        create_and_boot(ctx, xl, domain, backend_done)
+    except OrchestratorError as exc:
+        fail_ours(ctx, xl, domain, exc)
+
+
+def create_and_boot(ctx: Context, xl: Xl, domain: DomainUnit,
+                    backend_done: Callable[[str], bool]) -> None:
+    name = domain.name
+    started = time.monotonic()
+    domid = xl.create_paused(name, xl_config_path(ctx, name),
+                             ctx.remaining(ctx.config.host.create_timeout))
+    ctx.journal.apply(name, lifecycle.create, domid, round(time.monotonic() - started, 2))
+    ctx.journal.apply(name, lifecycle.provision, plumbing.provision(ctx))
+    xl.unpause(name, domid)
+    ctx.journal.apply(name, lifecycle.unpause)
+    attach_later_vifs(ctx, xl, name, domid, backend_done)
+    reason = wait_ready(ctx, xl, domain, domid)
+    ctx.journal.apply(name, lifecycle.ready, reason, round(time.monotonic() - started, 2))
+    connect_dom0(ctx, xl, name)
+
+
+def connect_dom0(ctx: Context, xl: Xl, name: str) -> None:
+    """When `name` takes dom0's NIC and dom0's network moves to a vif it serves."""
+    want = dom0net.wanted(ctx)
+    if want is None or want[1] != name:
+        return
+    try:
+        dom0net.connect(ctx, xl, alive=[DOM0])
+    except OrchestratorError as exc:
+        ctx.partial.append("dom0's vif")
+        ctx.log.error("note", text=f"dom0's network through {name}: {exc.message}")
+        ctx.log.error("hint", hint=exc.hint or logs_hint(name))
+
+
+def converge_adopted(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid, flags: str,
+                     alive: set[int]) -> None:
+    """A running domain of ours: make it true again, never harm it."""
+    name = domain.name
+    try:
+        if "p" in flags:  # an earlier run was stopped between `create -p` and unpause
+            xl.unpause(name, domid)
+        repair_vifs(ctx, xl, name, domid, alive, cause="its backend restarted")
+        reason = wait_ready(ctx, xl, domain, domid)
+    except OrchestratorError as exc:
+        record = ctx.journal.record(name)
+        record.error = f"runs but is not ready: {exc.message}"
+        ctx.log.warning("warning", text=f"{name} (domid {domid}) {record.error}; it keeps "
+                        "its devices and plumbing")
+        ctx.log.warning("hint", hint=exc.hint or logs_hint(name))
+        return
+    ctx.journal.apply(name, lifecycle.ready, reason)
+    connect_dom0(ctx, xl, name)
+
+
+def fail_ours(ctx: Context, xl: Xl, domain: DomainUnit, exc: OrchestratorError) -> None:
+    """A domain this run created did not come up: destroy it, drop its plumbing, and give
+    its devices back to dom0 (dom0 keeps its NIC when net-vm does not come up)."""
+    name = domain.name
+    record = ctx.journal.record(name)
+    if record.domid is not None:
+        xl.destroy(name, record.domid)
+    ctx.journal.apply(name, lifecycle.fail, exc.message, destroyed=True)
+    ctx.log.error("hint", hint=exc.hint or logs_hint(name))
+    try:
+        plumbing.provision(ctx)  # drops its map entry and the grants naming it
     except OrchestratorError as perr:
         ctx.log.error("note", text=f"could not clean xenstore after {name}: {perr.message}")
-    devices = list(ctx.config.domain(name).pci)
-    if devices:
-        return_devices(ctx, devices)
+    if domain.pci:
+        return_devices(ctx, list(domain.pci))
 
 
-def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
-    readiness = domain.readiness
-    timeout = ctx.remaining(readiness.timeout)
+def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> str:
+    """Until the domain's readiness probe passes; raises if it crashed, was restarted by
+    xl, is gone, or the timeout passed."""
+    probe = probe_for(domain)
+    timeout = ctx.remaining(domain.readiness.timeout)
     store = ctx.xenstore()
-    home = f"/local/domain/{domid}"
-
     last_check = [0.0]
 
     def alive(event: str | None) -> None:
-        """Raise if the domain crashed or is gone. `xl list` is a process (and costs a
-        lot of CPU under emulation): run it when xenstored says some domain shut down or
-        died (@releaseDomain), else at most every ALIVE_INTERVAL seconds."""
+        """`xl list` is a process (costly under emulation): run it when xenstored says some
+        domain shut down or died (@releaseDomain), else at most every ALIVE_INTERVAL."""
         now = time.monotonic()
         # a watch fires once when it is set: that first @releaseDomain is not news
         wait = ALIVE_ON_RELEASE if event == "@releaseDomain" else ALIVE_INTERVAL
@@ -171,71 +222,20 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> None:
             raise OrchestratorError(f"{domain.name} (domid {domid}) crashed before it was "
                                     "ready", hint=_console_hint(domain.name))
 
-    if readiness.mode == "xenstore":
-        key = f"{home}/{readiness.key}"
-
-        def ready(event: str | None) -> str | None:
-            if store.read(key) is not None:
-                return f"{key} written"
+    def ready(event: str | None) -> str | None:
+        ctx.check_cancelled()
+        reason = probe.check(store, domid)
+        if reason is None or probe.describe() == "running":
             alive(event)
-            return None
+        return reason
 
-        watch = [key, "@releaseDomain"]
-    elif readiness.mode == "connected":
-
-        def ready(event: str | None) -> str | None:
-            if devices_connected(ctx, home):
-                return "all devices connected"
-            alive(event)
-            return None
-
-        # libxl wrote every frontend's `backend` key before `xl create` returned: watch
-        # the backends' state too (a driver domain's backend is not under our home).
-        watch = [f"{home}/device", "@releaseDomain", *backend_states(ctx, home)]
-    else:
-
-        def ready(event: str | None) -> str | None:
-            alive(event)
-            return "running"
-
-        watch = ["@releaseDomain"]
     try:
-        store.wait(watch, ready, timeout, what=f"{domain.name} {readiness.describe()}")
+        return store.wait([*probe.watch(store, domid), "@releaseDomain"], ready, timeout,
+                          what=f"{domain.name} {probe.describe()}")
     except OrchestratorError as exc:
         if exc.hint is None:
             exc.hint = _console_hint(domain.name)
         raise
-
-
-def backend_states(ctx: Context, home: str) -> list[str]:
-    store = ctx.xenstore()
-    out = []
-    for kind in store.directory(f"{home}/device"):
-        for dev in store.directory(f"{home}/device/{kind}"):
-            backend = store.read(f"{home}/device/{kind}/{dev}/backend")
-            if backend is not None:
-                out.append(f"{backend}/state")
-    return out
-
-
-def devices_connected(ctx: Context, home: str) -> bool:
-    """Every frontend under home/device and its backend are XenbusState 4 (Connected).
-
-    Only nodes with a `backend` key are frontends: libxl also writes
-    device/suspend/event-channel, which is no device and never has a state.
-    """
-    store = ctx.xenstore()
-    frontends = 0
-    for kind in store.directory(f"{home}/device"):
-        for dev in store.directory(f"{home}/device/{kind}"):
-            front = f"{home}/device/{kind}/{dev}"
-            backend = store.read(f"{front}/backend")
-            if backend is None:
-                continue
-            frontends += 1
-            if store.read(f"{front}/state") != "4" or store.read(f"{backend}/state") != "4":
-                return False
-    return frontends > 0
 
 
 def _console_hint(name: str) -> str:

@@ -62,7 +62,7 @@ def leave_dom0_idle(ctx: Context) -> None:
         timing = (f", {record.create_to_ready:.2f} s create-to-ready"
                   if record.create_to_ready is not None else "")
         detail = f": {record.error}" if record.error else ""
-        ctx.log.info("summary", text=f"{name}: {record.status}, domid "
+        ctx.log.info("summary", text=f"{name}: {record.state}, domid "
                      f"{record.domid if record.domid is not None else '-'}{timing}{detail}")
     for step, step_record in ctx.state.steps.items():
         if step_record.seconds is not None:

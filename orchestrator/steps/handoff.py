@@ -157,3 +157,37 @@ def return_devices(ctx: Context, bdfs: list[str]) -> None:
 def _is_back(ctx: Context, bdf: str, driver: str | None) -> bool:
     now = pci_driver(ctx, bdf)
     return now not in (None, PCIBACK) and (driver is None or now == driver)
+
+
+def settle_after_abort(ctx: Context) -> None:
+    """The boot ends early (a failure, an interrupt, a bug) after the handoff began: every
+    device dom0 moved whose domain does not run goes back to its driver (the NIC with its
+    address); each that stays, stays with a running domain, and the console says so."""
+    from orchestrator.xl import Xl
+
+    moved = [bdf for bdf in passthrough_devices(ctx)
+             if bdf in ctx.state.original_drivers and pci_driver(ctx, bdf) == PCIBACK]
+    if not moved:
+        return
+    try:
+        none: dict[str, tuple[int, str]] = {}
+        running: dict[str, tuple[int, str]] | None = ctx.host.outcome(
+            Xl(ctx.host, ctx.config.host.command_timeout).states, none)
+    except Exception:  # noqa: BLE001 - whatever broke the boot may break xl too
+        running = None
+    back = []
+    for bdf in moved:
+        owner = ctx.config.owner_of(bdf)
+        if running is None:
+            ctx.log.error("note", text=f"{bdf} stays on {PCIBACK}: could not tell whether "
+                          f"{owner} runs (`xl list` failed)")
+            ctx.log.error("hint", hint=f"if {owner} does not run: echo {bdf} > "
+                          f"{DRIVERS}/{PCIBACK}/unbind; echo {bdf} > {DRIVERS}/"
+                          f"{ctx.state.original_drivers[bdf] or '<driver>'}/bind")
+        elif owner is not None and owner in running:
+            ctx.log.info("note", text=f"{bdf} stays with {owner} (domid "
+                         f"{running[owner][0]}), which runs")
+        else:
+            back.append(bdf)
+    if back:
+        return_devices(ctx, back)

@@ -110,8 +110,15 @@ def test_a_cold_boot_brings_the_appliance_up_and_exits(appliance: Appliance) -> 
     assert len(appliance.processes("monitor")) == 3
     # the state file tells `orchestrate status` the same story
     assert all(s == "ok" for s in boot.step_status().values()), boot.step_status()
-    assert {n: d["status"] for n, d in boot.state["domains"].items()} == {
-        n: "ready" for n in DOMAINS}
+    assert boot.domain_states() == dict.fromkeys(DOMAINS, "ready")
+    # every domain went through its lifecycle, each transition journaled in state.json
+    for name in DOMAINS:
+        assert [(t["from_state"], t["to_state"]) for t in boot.transitions(name)] == [
+            ("pending", "created"), ("created", "provisioned"), ("provisioned", "booting"),
+            ("booting", "ready")]
+        journal = [(j["from"], j["to"], j["domid"]) for j in boot.state["journal"]
+                   if j["domain"] == name]
+        assert journal[-1] == ("booting", "ready", domids[name])
 
 
 def test_the_boot_runs_no_xenstore_client_programs(appliance: Appliance) -> None:
@@ -143,7 +150,7 @@ def test_the_console_is_ascii_one_event_a_line_and_fits_80_columns(
         if event["event"] != "action":
             assert len(shown) <= 80, shown
     verdict = boot.events[-1]
-    assert verdict["event"] == "verdict" and "exit 0" in verdict["text"]
+    assert verdict["event"] == "verdict" and (verdict["word"], verdict["code"]) == ("OK", 0)
 
 
 def test_its_own_footprint_is_reported_and_small(appliance: Appliance) -> None:
@@ -165,7 +172,8 @@ def test_a_second_run_adopts_everything_and_duplicates_nothing(appliance: Applia
     assert len(appliance.xl_calls("create")) == creates, "no second xl create"
     assert len(appliance.server.requests) == requests, "no image fetched twice"
     for name, domid in first.items():
-        assert again.lines(rf"{name}: already running as domid {domid}: adopted")
+        assert again.went(name, "adopted", rf"^already running as domid {domid}$")
+        assert again.went(name, "ready")
     assert again.said("xenstored answers on .*: already done")
     assert again.said(r"0000:00:03.0 on pciback: already done")
     # a converged xenstore is not rewritten
@@ -183,7 +191,7 @@ KILL_POINTS = [
     r"\[4/9\] check-platform ok",
     r"\[5/9\] fetch-images ok",
     r"\[6/9\] bind-devices-to-pciback ok",
-    r"\[7/9\] net-vm: created paused as domid",
+    r"\[7/9\] net-vm\b[^|]*\bcreated\b",
     r"\[7/9\] create-domains ok",
     r"\[8/9\] provision-xenstore ok",
 ]

@@ -181,8 +181,8 @@ def test_a_failed_xl_create_skips_its_dependents_and_returns_its_device(
     appliance.behave({"sa-vm": {"create": "fail"}})
     boot = appliance.boot()
     assert boot.code == 1, boot.console
-    assert boot.lines(r"sa-vm failed: creating sa-vm failed: `xl create -p \S+` exited")
-    assert boot.lines(r"workload-vm skipped: it needs sa-vm, which is not ready")
+    assert boot.went("sa-vm", "failed", r"^creating sa-vm failed: `xl create -p \S+` exited")
+    assert boot.went("workload-vm", "skipped", r"^it needs sa-vm, which is not ready$")
     assert boot.lines(r"orchestrate: FAILED: sa-vm, workload-vm not ready after")
     domains = appliance.domains()
     assert list(domains) == ["net-vm"], "the independent domain still starts"
@@ -197,7 +197,7 @@ def test_permission_denied_from_xl_create_is_explained_as_the_version_trap(
     appliance.behave({"workload-vm": {"create": "permission-denied"}})
     boot = appliance.boot()
     assert boot.code == 1, boot.console
-    assert boot.lines(r"workload-vm failed: creating workload-vm failed")
+    assert boot.went("workload-vm", "failed", r"^creating workload-vm failed")
     assert boot.lines(r"hint: the toolstack does not match the hypervisor")
 
 
@@ -208,12 +208,12 @@ def test_a_net_vm_that_never_gets_ready_gives_dom0_its_nic_back(appliance: Appli
     appliance.domain_setting("net-vm", None, "ready_timeout", "2")
     boot = appliance.boot()
     assert boot.code == 1, boot.console
-    assert boot.lines(r"net-vm failed: timed out after 2 s waiting for net-vm "
-                      r"xenstore:data/ready")
+    assert boot.went("net-vm", "failed",
+                     r"^timed out after 2 s waiting for net-vm xenstore:data/ready")
     assert boot.lines(r"create-domains done with failures \(\d+\.\d\d s\): net-vm, "
                       r"workload-vm")
     assert boot.lines(r"hint: see the guest's console: /var/log/xen/console/guest-net-vm.log")
-    assert boot.lines(r"workload-vm skipped: it needs net-vm, which is not ready")
+    assert boot.went("workload-vm", "skipped", r"^it needs net-vm, which is not ready$")
     assert list(appliance.domains()) == ["sa-vm"], "net-vm destroyed, sa-vm still starts"
     dom0_kept_its_nic(appliance, configured=True)
     assert boot.lines(r"0000:00:03.0 is back on e1000")
@@ -225,7 +225,8 @@ def test_a_domain_that_crashes_before_ready_is_reported_and_cleaned_up(
     appliance.behave({"sa-vm": {"guest": "crash", "crash_after": 0.3, "ready_after": 30}})
     boot = appliance.boot()
     assert boot.code == 1, boot.console
-    assert boot.lines(r"sa-vm failed: sa-vm \(domid \d+\) (crashed|is gone) before it was ready")
+    assert boot.went("sa-vm", "failed", r"^sa-vm \(domid \d+\) (crashed|is gone) before it "
+                     r"was ready")
     assert "sa-vm" not in appliance.domains()
     assert appliance.driver_of(USB.bdf) == "xhci_hcd"
     assert boot.seconds < 15, "a crash is noticed, not waited out"
@@ -317,8 +318,8 @@ def test_a_domain_restarted_by_xl_before_ready_is_a_failure_and_is_destroyed(
     appliance.behave({"sa-vm": {"guest": "crash", "crash_after": 0.3, "ready_after": 30}})
     boot = appliance.boot()
     assert boot.code == 1, boot.console
-    assert boot.lines(r"sa-vm failed: sa-vm \(domid \d+\) crashed or rebooted before it was "
-                      r"ready and was restarted as domid \d+")
+    assert boot.went("sa-vm", "failed", r"^sa-vm \(domid \d+\) crashed or rebooted before it "
+                     r"was ready and was restarted as domid \d+")
     assert boot.lines(r"xl destroy sa-vm")
     assert "sa-vm" not in appliance.domains(), "the restarted domain is destroyed too"
     assert appliance.driver_of(USB.bdf) == "xhci_hcd"

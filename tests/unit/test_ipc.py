@@ -34,6 +34,11 @@ def test_all_three_domains_get_least_privilege_entries() -> None:
         "/ipc/domain-map/sa-vm": ("2", "n0 r2 r3"),
         "/ipc/domain-map/workload-vm": ("3", "n0 r2 r3"),
         "/local/domain/2/ipc/direct/3": (None, "n2 r3"),
+        # each guest is told its peers by name, readable by it alone (net-vm has none)
+        "/local/domain/2/ipc/serve": ("workload-vm", "n0 r2"),
+        "/local/domain/2/ipc/connect": (None, "n0 r2"),
+        "/local/domain/3/ipc/serve": (None, "n0 r3"),
+        "/local/domain/3/ipc/connect": ("sa-vm", "n0 r3"),
     }
 
 
