@@ -80,6 +80,15 @@ def parse_list_states(text: str) -> dict[str, tuple[int, str]]:
     return out
 
 
+def network_attach_argv(name: str, spec: str) -> list[str]:
+    """`xl network-attach` for a vif= spec (`ip=...,script=...,backend=...`): one argument
+    per key. xl parses each argument as ONE key=value (tools/xl/xl_vmcontrol.c
+    main_networkattach -> parse_nic_config); the commas are split only in a config file's
+    vif= list, so a joined spec made `ip` swallow the rest and the backend default to dom0
+    (seen in the lab: "unable to add device with path /local/domain/0/backend/vif/3/0")."""
+    return ["xl", "network-attach", name, *(part for part in spec.split(",") if part)]
+
+
 class Xl:
     def __init__(self, host: Host, timeout: float) -> None:
         self.host = host
@@ -150,7 +159,7 @@ class Xl:
         """Attach a vif; xl resolves backend=<name> now, and waits (up to 10 s,
         LIBXL_INIT_TIMEOUT) for the backend to reach InitWait."""
         try:
-            self.host.run(["xl", "network-attach", name, spec], timeout=timeout)
+            self.host.run(network_attach_argv(name, spec), timeout=timeout)
         except CommandFailed as exc:
             raise self._fail(exc, f"attaching vif {spec} to {name} failed", name) from None
 
