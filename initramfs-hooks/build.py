@@ -105,10 +105,12 @@ GUEST_XL = {"net-vm"}
 GUEST_SCRIPTS = {"vif-route-sh": "etc/xen/scripts/vif-route-sh"}
 
 # Python modules never shipped: TLS (images are plain HTTP, pinned by sha256), OpenSSL's
-# hashlib backend (Debian's python has sha256 built in), and what only tests use.
+# hashlib backend (Debian's python has sha256 built in), and what only tests use. The xml
+# package stays (`orchestrate review --svg` escapes with xml.sax.saxutils), its expat
+# parser does not.
 PY_EXCLUDE = {"ssl", "_ssl", "_hashlib", "pydoc", "doctest", "unittest", "tkinter",
               "idlelib", "lib2to3", "ensurepip", "distutils", "test", "sqlite3", "curses",
-              "readline", "_ctypes", "ctypes", "xml", "pyexpat", "multiprocessing",
+              "readline", "_ctypes", "ctypes", "pyexpat", "multiprocessing",
               "setuptools", "pip", "_distutils_hack", "pkg_resources",
               # reached only through functions orchestrator never calls (shutil's
               # archives, decimal arithmetic): the chroot import check proves it
@@ -465,6 +467,23 @@ for source, cfile, dfile in json.load(sys.stdin):
 """
 
 
+def codec_modules() -> dict[str, str]:
+    """Every codec orchestrator names in an `.encode("...")` or `.decode("...")`, and its
+    module in the encodings package: codecs are looked up by name at run time, so no
+    import scan finds them (a missing one is a LookupError at the first such call)."""
+    import encodings
+    import encodings.aliases
+
+    names: set[str] = set()
+    for source in (REPO / "orchestrator").rglob("*.py"):
+        names |= set(re.findall(r'\.(?:en|de)code\(\s*"([A-Za-z0-9_-]+)"', source.read_text()))
+    out = {}
+    for name in sorted(names):
+        normal = encodings.normalize_encoding(name).lower()
+        out[name] = encodings.aliases.aliases.get(normal, normal)
+    return out
+
+
 def python_modules(sysroot: Sysroot, there: str, site: Path) -> dict[str, str]:
     """Every module orchestrator can import (bytecode scan of every function, so lazy
     imports count), found in the release's stdlib and the dependencies: name -> its file as
@@ -477,6 +496,7 @@ def python_modules(sysroot: Sysroot, there: str, site: Path) -> dict[str, str]:
         hooks += [f"{top}.{sub.stem}" for sub in sorted((site / top).glob("*.py"))]
     hooks += ["encodings.ascii", "encodings.utf_8", "encodings.latin_1",
               "encodings.idna"]  # http.client encodes host names by codec lookup
+    hooks += [f"encodings.{module}" for module in codec_modules().values()]
     job = {"path": [f"{there}/src", f"{there}/site", stdlib, f"{stdlib}/lib-dynload"],
            "excludes": sorted(PY_EXCLUDE),
            "scripts": [f"{there}/src/{module.relative_to(REPO)}"
@@ -639,7 +659,7 @@ def dom0_tree(root: Path, sysroot: Sysroot, modules: Modules, site: Path,
     configs = baked_units(units, lab)
     loaded = [config for _, config in configs.values()]
     needs = image_needs.dom0_needs(loaded, DOM0_DRIVERS)
-    if problems := image_needs.backend_problems(loaded):
+    if problems := image_needs.module_problems(loaded):
         raise SystemExit("dom0: " + "; ".join(problems))
     tree = Tree(root, sysroot)
     tree.busybox()
@@ -663,10 +683,13 @@ def dom0_tree(root: Path, sysroot: Sysroot, modules: Modules, site: Path,
         initd = tree.root / "etc/init.d"
         copy(HERE / "lab/lab-report", initd / "lab-report")
         link("/etc/init.d/lab-report", tree.root / "etc/runlevels/default/lab-report")
-        for name in ("lab-scenario", "sequential-boot"):
+        for name in ("lab-scenario", "sequential-boot", "no-follower"):
             copy(HERE / "lab" / name, tree.root / "usr/lib/lab" / name)
             (tree.root / "usr/lib/lab" / name).chmod(0o755)
-        (tree.root / "etc/conf.d/orchestrator").open("a").write(LAB_CONFD)
+        for service, text in LAB_CONFD.items():
+            confd = tree.root / "etc/conf.d" / service
+            if confd.exists():
+                confd.write_text(confd.read_text() + LAB_UNITS_CONFD + text)
     for where, (source, _) in configs.items():
         shutil.copytree(source, tree.root / where.lstrip("/"),
                         ignore=shutil.ignore_patterns("openrc"))
@@ -720,21 +743,34 @@ def check_dom0_needs(tree: Tree, needs: image_needs.Dom0Needs, modules: list[str
         raise SystemExit("dom0: " + "; ".join(problems))
 
 
-# Lab only: switches on the kernel command line (the runner sets them per scenario).
-LAB_CONFD = """
+# Lab only: switches on the kernel command line (the runner sets them per scenario), in
+# the conf.d of both services: the follower follows the units the boot used.
+LAB_UNITS_CONFD = """
 # lab only: switches on the kernel command line
-if grep -qw lab.sequential /proc/cmdline; then  # the seeds' way instead (make bench)
+if grep -qw lab.pvh /proc/cmdline; then  # the PVH smoke test: one PVH domain
+\torchestrate_units=/etc/orchestrator/units-pvh
+fi
+if grep -qw lab.handoff-vif /proc/cmdline; then  # dom0 on a vif served by net-vm
+\torchestrate_units=/etc/orchestrator/units-vif
+fi
+"""
+LAB_CONFD = {
+    "orchestrator": """if grep -qw lab.sequential /proc/cmdline; then  # the seeds' way (make bench)
 \torchestrate_command=/usr/lib/lab/sequential-boot
 fi
 if grep -qw lab.skip-preflight /proc/cmdline; then  # the version trap, unguarded
 \torchestrate_args="$orchestrate_args --skip-preflight"
 fi
-if grep -qw lab.pvh /proc/cmdline; then  # the PVH smoke test: one PVH domain
-\torchestrate_units=/etc/orchestrator/units-pvh
+""",
+    # the seeds' sequential script had no follower (make bench)
+    "orchestrator-watch": """if grep -qw lab.sequential /proc/cmdline; then
+\torchestrate_command=/usr/lib/lab/no-follower
 fi
-"""
+""",
+}
+
 # The scenarios' unit sets besides the example's, in a lab image (LAB_CONFD picks one).
-LAB_UNIT_SETS = ("units-pvh",)
+LAB_UNIT_SETS = ("units-pvh", "units-vif")
 # What the lab's guests and dom0 fetch from the build server to prove a network path
 # (workload-vm through net-vm): 64 KiB the tests know by sha256.
 LAB_PROBE = "lab-probe.bin"
@@ -753,6 +789,20 @@ extra = "console=hvc0 role=pvh"
 readiness = "xenstore:data/ready"
 ready_timeout = 120
 """
+
+
+def vif_units(dest: Path, units: Path) -> None:
+    """The lab's units with dom0 on its own vif after the handoff, served by net-vm
+    (nic.after_handoff = "vif"; net-vm routes it like any guest: vif-route-sh)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(units, dest)
+    host = dest / "host.toml"
+    text = host.read_text()
+    text = re.sub(r'^(gateway = .*)$', r'\1\nafter_handoff = "vif"\nvif_script = "vif-route-sh"',
+                  text, count=1, flags=re.M)
+    text = text.replace('"xen-pciback"]', '"xen-pciback", "xen-netfront"]')
+    host.write_text(text)
 
 
 def pvh_units(dest: Path, units: Path) -> None:
@@ -863,6 +913,7 @@ def build(xen: str, out: Path, cache: Path, lab: bool,
     # dom0
     lab_units(out / "units", images, release)
     pvh_units(out / "units-pvh", out / "units")
+    vif_units(out / "units-vif", out / "units")
     site = python_deps(cache, release.python)
     tree, info = dom0_tree(out / "dom0-root", sysroot, modules, site, out / "units", lab)
     missing = tree.libraries()
@@ -887,7 +938,8 @@ def check_binaries(tree: Tree) -> None:
 
 
 def check_python(tree: Tree, py: str) -> None:
-    """Every orchestrator module imports inside the image (chroot, the image's python)."""
+    """Every orchestrator module imports inside the image (chroot, the image's python),
+    and every codec it names is there."""
     modules = sorted({".".join(p.relative_to(REPO).with_suffix("").parts)
                       for p in (REPO / "orchestrator").rglob("*.py")} - {
         "orchestrator.__main__"})
@@ -896,6 +948,9 @@ def check_python(tree: Tree, py: str) -> None:
             " 'urllib.request', 'http.client', 'concurrent.futures', 'hashlib']:\n"
             "    importlib.import_module(m)\n"
             "import hashlib; hashlib.sha256(b'x').hexdigest()\n"
+            "import codecs\n"
+            f"for c in {sorted(codec_modules())!r}:\n"
+            "    codecs.lookup(c)\n"
             "assert 'ssl' not in sys.modules, 'ssl was imported'\n"
             "print('ok', len(sys.modules))\n")
     out = run(["chroot", str(tree.root), f"/usr/bin/python{py}", "-c", code])

@@ -5,7 +5,7 @@ thread), and dom0 runs those only for a device whose backend is dom0 itself: wit
 `backend=<domain>`, libxl leaves the hotplug to that driver domain's `xl devd`
 (XEN-FACTS.md "xl"). So when every vif names its backend, dom0 needs neither the scripts,
 nor bash, nor netback and the bridge; with `[nic] after_handoff = "vif"` it needs
-netfront for its own vif served by net-vm.
+netfront for its own vif served by net-vm, which orchestrate loads from xen.modules.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ FRONTEND_MODULE = "xen-netfront"
 @dataclass(frozen=True)
 class Dom0Needs:
     modules: tuple[str, ...]  # kernel modules the image carries (closed over depends= later)
-    boot_modules: tuple[str, ...]  # loaded by rc.dom0 at boot (/etc/modules)
+    boot_modules: tuple[str, ...]  # loaded by rc.dom0 at boot (/etc/modules): the drivers
     backends: tuple[str, ...]  # every vif dom0 would serve, as "<unit file>: vif[<i>]"
     hotplug_scripts: bool  # /etc/xen/scripts, and bash to run them
 
@@ -50,17 +50,15 @@ def dom0_needs(configs: Sequence[Config], drivers: Sequence[str]) -> Dom0Needs:
     modules: list[str] = []
     for config in configs:
         modules += config.host.modules
-    boot = list(drivers)
-    if any(is_vif_handoff(c) for c in configs):
-        boot.append(FRONTEND_MODULE)
     if backends:
         modules += BACKEND_MODULES
-    return Dom0Needs(modules=_unique(modules + boot), boot_modules=_unique(boot),
+    return Dom0Needs(modules=_unique([*modules, *drivers]), boot_modules=_unique(drivers),
                      backends=backends, hotplug_scripts=bool(backends))
 
 
-def backend_problems(configs: Sequence[Config]) -> list[str]:
-    """A unit set whose vifs need a dom0 backend must load netback (xen.modules)."""
+def module_problems(configs: Sequence[Config]) -> list[str]:
+    """What a unit set needs dom0 to load must be in its xen.modules (orchestrate loads
+    them): netback to serve a vif itself, netfront for its own vif after the handoff."""
     problems = []
     for config in configs:
         served = [d.source for d in config.domains if any(v.backend is None for v in d.vifs)]
@@ -68,6 +66,10 @@ def backend_problems(configs: Sequence[Config]) -> list[str]:
             problems.append(f"{config.host.source}: xen.modules lacks xen-netback, which "
                             f"dom0 needs to serve the vifs of {', '.join(served)} (no "
                             f"backend=): add it, or name a driver domain in each vif")
+        if is_vif_handoff(config) and FRONTEND_MODULE not in config.host.modules:
+            problems.append(f"{config.host.source}: xen.modules lacks {FRONTEND_MODULE}, "
+                            f"which dom0's own vif needs (nic.after_handoff = \"vif\"): "
+                            "add it, or set after_handoff = \"none\"")
     return problems
 
 

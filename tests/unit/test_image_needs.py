@@ -23,7 +23,7 @@ def test_with_every_vif_served_by_a_driver_domain_dom0_needs_no_scripts_bash_or_
     assert needs.modules == (*config.host.modules, *DRIVERS)
     assert needs.boot_modules == tuple(DRIVERS)
     assert not {"xen-netback", "xen-blkback", "bridge"} & set(needs.modules)
-    assert image_needs.backend_problems([config]) == []
+    assert image_needs.module_problems([config]) == []
 
 
 def test_a_vif_without_a_backend_keeps_the_scripts_bash_and_netback(units_dir: Path) -> None:
@@ -40,13 +40,29 @@ def test_a_dom0_backend_without_netback_in_xen_modules_is_named_with_the_fix(
         units_dir: Path) -> None:
     workload = units_dir / "domains/workload-vm.toml"
     workload.write_text(workload.read_text().replace('backend = "net-vm"\n', ""))
-    [problem] = image_needs.backend_problems([load_units(units_dir)])
+    [problem] = image_needs.module_problems([load_units(units_dir)])
     assert problem.startswith(f"{units_dir}/host.toml: xen.modules lacks xen-netback")
     assert f"{units_dir}/domains/workload-vm.toml" in problem
     assert "name a driver domain in each vif" in problem
     host = units_dir / "host.toml"
     host.write_text(host.read_text().replace('"xen-pciback"]', '"xen-pciback", "xen-netback"]'))
-    assert image_needs.backend_problems([load_units(units_dir)]) == []
+    assert image_needs.module_problems([load_units(units_dir)]) == []
+
+
+def test_dom0_s_own_vif_after_the_handoff_needs_netfront_in_xen_modules(
+        units_dir: Path) -> None:
+    host = units_dir / "host.toml"
+    host.write_text(host.read_text().replace('gateway = "10.0.2.2"\n',
+                                             'gateway = "10.0.2.2"\nafter_handoff = "vif"\n'))
+    [problem] = image_needs.module_problems([load_units(units_dir)])
+    assert problem == (f"{units_dir}/host.toml: xen.modules lacks xen-netfront, which dom0's "
+                       'own vif needs (nic.after_handoff = "vif"): add it, or set '
+                       'after_handoff = "none"')
+    host.write_text(host.read_text().replace('"xen-pciback"]', '"xen-pciback", "xen-netfront"]'))
+    config = load_units(units_dir)
+    assert image_needs.module_problems([config]) == []
+    needs = image_needs.dom0_needs([config], DRIVERS)
+    assert "xen-netfront" in needs.modules and not needs.hotplug_scripts
 
 
 def test_the_needs_of_every_unit_set_in_the_image_add_up(units_dir: Path) -> None:
