@@ -229,6 +229,8 @@ SCENARIOS = {
     # the appliance, then the domain lifecycle (restarts) and a graceful poweroff
     "ok": Scenario(("lab.lifecycle",)),
     "appliance": Scenario(),  # the boot alone, then poweroff -f
+    # dom0 on its own vif served by net-vm after the handoff; a re-run fetches through it
+    "handoff-vif": Scenario(("lab.handoff-vif",)),
     "server-down": Scenario(server_down=True),
     "sequential": Scenario(("lab.sequential",)),
     "pvh": Scenario(("lab.pvh",), CPU_PVH),

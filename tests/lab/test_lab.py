@@ -74,6 +74,14 @@ def server_down(images: Path, appliance: LabRun) -> Iterator[LabRun]:
     yield run
 
 
+@pytest.fixture(scope="module")
+def handoff(images: Path, server_down: LabRun) -> Iterator[LabRun]:
+    """nic.after_handoff = "vif": dom0's own vif served by net-vm (lab.handoff-vif)."""
+    run = run_scenario(images, "handoff-vif", timeout=600)
+    assert not run.timed_out, run.text()[-4000:]
+    yield run
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -102,19 +110,27 @@ def test_every_step_ran_for_real_in_dom0(appliance: LabRun) -> None:
                  r"check platform: IOMMU, HVM/PVH, dom0_mem=\d+M,max:\d+M",
                  r"fetch http://10\.0\.2\.100/images/vmlinux",
                  r"write /sys/bus/pci/drivers/pciback/bind <- 0000:00:03\.0",
-                 rf"net-vm ready as domid {ids['net-vm']}",
+                 rf"net-vm: booting -> ready \(domid {ids['net-vm']}\)",
                  rf"xenstore mkdir /local/domain/{sa}/ipc/direct/{work} \[n{sa} r{work}\]",
-                 rf"workload-vm ready as domid {work}"):
+                 rf"workload-vm: booting -> ready \(domid {work}\)"):
         assert re.search(text, lines), text
     status = appliance.lab("status")
     assert "verdict: OK: 3 domains are ready" in " ".join(status)
 
 
-def test_nothing_of_orchestrate_remains_and_the_nic_went_to_net_vm(appliance: LabRun) -> None:
-    assert appliance.lab("orchestrate-processes") == ["0"]
-    processes = " ".join(appliance.lab("ps"))
-    assert "xenstored" in processes and "xenconsoled" in processes
-    assert "orchestrate" not in processes
+def test_after_the_boot_only_the_follower_of_orchestrate_runs_and_the_nic_is_net_vm_s(
+        appliance: LabRun) -> None:
+    """dom0's process list after the boot (`@@LAB ps`, with RSS), the follower running."""
+    assert appliance.lab("orchestrate-processes") == ["1"]
+    processes = appliance.lab("ps")
+    joined = " ".join(processes)
+    assert "xenstored" in joined and "xenconsoled" in joined
+    ours_ = [p for p in processes if "/usr/bin/orchestrate" in p]
+    assert len(ours_) == 2, ours_  # supervise-daemon, and the follower it supervises
+    assert any(re.search(r"supervise-daemon orchestrator-watch .*/usr/bin/orchestrate -- "
+                         r"watch --units /etc/orchestrator/units$", p) for p in ours_), ours_
+    assert any(re.search(r"python3\.\d+ /usr/bin/orchestrate watch --units "
+                         r"/etc/orchestrator/units$", p) for p in ours_), ours_
     assert appliance.lab("nic-driver") == ["pciback"]
     assert len(re.findall(r"expected: xl monitor of (net-vm|sa-vm|workload-vm)",
                           appliance.text())) == 3
@@ -189,8 +205,8 @@ def test_guests_read_their_peers_from_what_dom0_published_for_them_alone(
                      " ".join(appliance.lab(f"perms-ipc-{sa}")))
     assert re.search(rf'connect = "sa-vm"[ .]*\(n0,r{work}\)',
                      " ".join(appliance.lab(f"perms-ipc-{work}")))
-    assert re.search(rf'serve = ""[ .]*\(n0,r{net}\)',
-                     " ".join(appliance.lab(f"perms-ipc-{net}")))
+    # net-vm has no vchan peers: nothing is published for it
+    assert not re.search(r'(serve|connect) = "\S', " ".join(appliance.lab(f"perms-ipc-{net}")))
     for key in ("probe_read_peers_sa", "probe_read_peers_workload"):
         value = appliance.data("net-vm", key) or "(no result)"
         assert value.startswith("denied:"), f"{key}: {value}"
@@ -223,6 +239,117 @@ def test_net_vm_is_refused_on_what_it_was_not_granted(appliance: LabRun) -> None
     assert re.search(rf'{work} = ""[ .]*\(n{sa},r{work}\)', rendezvous), rendezvous
 
 
+# ---- after the boot: the lifecycle scenario (lab.lifecycle), then a graceful poweroff ----
+
+def event_order(run: LabRun, *patterns: str) -> list[float]:
+    """Host times of the report's events matching each pattern, which must come in order."""
+    times = []
+    for pattern in patterns:
+        seconds = run.event_time(pattern)
+        assert seconds is not None, f"no event {pattern!r} in {run.events()}"
+        times.append(seconds)
+    assert times == sorted(times), list(zip(patterns, times, strict=True))
+    return times
+
+
+def map_perms(lines: list[str], name: str) -> tuple[str, str, set[str]]:
+    """(value, owner entry, the other entries) of a domain-map leaf in `xenstore-ls -p`."""
+    for line in lines:
+        m = re.match(rf'{re.escape(name)} = "(\d*)"[ .]*\((\w+)((?:,\w+)*)\)$', line.strip())
+        if m:
+            return m[1], m[2], set(m[3].split(",")) - {""}
+    raise AssertionError(f"no {name} in {lines}")
+
+
+def after_ids(run: LabRun) -> dict[str, int]:
+    values = run.lab("domids-after")
+    assert len(values) == 1, values
+    return {k: int(v) for k, v in (pair.split("=") for pair in values[0].split())}
+
+
+def test_a_rebooted_sa_vm_serves_workload_vm_over_vchan_again(appliance: LabRun) -> None:
+    """`xl sysrq sa-vm b`: xl restarts it under a new domid; the follower re-plumbs it; the
+    new sa-vm reads its peers and serves; workload-vm follows the map and reconnects."""
+    before, after = domids(appliance), after_ids(appliance)
+    sa0, sa1, work = before["sa-vm"], after["sa-vm"], before["workload-vm"]
+    assert sa1 != sa0 and after["workload-vm"] == work
+    event_order(appliance, rf"sysrq sa-vm b \(domid {sa0}\)", rf"map sa-vm={sa1}",
+                rf"sa-vm {sa1} serves workload-vm again")
+    lines = "\n".join(ours(appliance))
+    assert re.search(rf"sa-vm: \S+ -> restarted \(domid {sa1}\)", lines), lines[-3000:]
+    assert re.search(rf"sa-vm: plumbing restored for domid {sa1}", lines)
+    assert appliance.after("sa-vm", "peers") == "serve=[workload-vm]"
+    assert appliance.after("sa-vm", "vchan-workload-vm") == \
+        f"serving workload-vm (domid {work}) on /local/domain/{sa1}/ipc/direct/{work}"
+    assert appliance.after("workload-vm", f"vchan-sa-vm-{sa1}") == \
+        f"got [hello-over-vchan-from-{work}]"
+    perms = appliance.lab("perms-map-after")
+    # each map entry: dom0 owns it, the domain and its peer read it (the new sa-vm's
+    # domid, never the dead one's)
+    assert map_perms(perms, "sa-vm") == (str(sa1), "n0", {f"r{sa1}", f"r{work}"}), perms
+    assert map_perms(perms, "workload-vm") == (str(work), "n0", {f"r{sa1}", f"r{work}"})
+    rendezvous = " ".join(appliance.lab("perms-sa-vm-ipc-after"))
+    assert re.search(rf'{work} = ""[ .]*\(n{sa1},r{work}\)', rendezvous), rendezvous
+
+
+def test_workload_vm_reaches_the_build_server_again_through_a_restarted_net_vm(
+        appliance: LabRun, images: Path) -> None:
+    """`xl sysrq net-vm b`: the follower detaches workload-vm's dead vif and attaches it
+    to the new net-vm once it is ready; the guest configures the new interface and
+    fetches from the build server through it."""
+    before, after = domids(appliance), after_ids(appliance)
+    net0, net1, work = before["net-vm"], after["net-vm"], before["workload-vm"]
+    assert net1 != net0
+    event_order(appliance, rf"sysrq net-vm b \(domid {net0}\)", rf"map net-vm={net1}",
+                rf"net-vm {net1} ready", rf"workload-vm vif connected to net-vm {net1}",
+                rf"workload-vm fetched through net-vm {net1}")
+    lines = "\n".join(ours(appliance))
+    assert re.search(rf"workload-vm: vif \d+ detached from net-vm \(domid {net0}\)", lines)
+    assert re.search(rf"workload-vm: vif (\d+) attached to net-vm \(domid {net1}\)", lines)
+    probe = images / "images/lab-probe.bin"
+    fetch = appliance.after("workload-vm", f"fetch-{net1}") or "(no result)"
+    assert fetch.startswith(f"OK {probe.stat().st_size} bytes sha256={sha256(probe)} "), fetch
+    interface = re.search(r" via (eth\d+) ", fetch)
+    assert interface, fetch
+    configured = re.fullmatch(rf"vif (\d+), 10\.0\.5\.103/32, default dev {interface[1]}, "
+                              rf"backend domid {net1}",
+                              appliance.after("workload-vm", f"net-{interface[1]}") or "")
+    assert configured, appliance.after("workload-vm", f"net-{interface[1]}")
+    routes = (appliance.after("net-vm", "netstate-2-routes") or "").split(";")
+    assert [r.strip() for r in routes if " dev vif" in r] == \
+        [f"10.0.5.103 dev vif{work}.{configured[1]} scope link"], routes
+    assert int(appliance.after("net-vm", "netstate-2-forwarded") or 0) > 0
+
+
+def test_a_graceful_poweroff_stops_workload_vm_before_sa_vm_and_net_vm(
+        appliance: LabRun) -> None:
+    """`poweroff` in dom0: busybox init runs OpenRC's shutdown runlevel, whose
+    orchestrator stop() runs `orchestrate shutdown` after the follower stood down; every
+    guest powers itself off on `xl shutdown` (its init acts on the kernel's poweroff)."""
+    lines = ours(appliance)
+    text = appliance.text()
+    assert "Stopping orchestrator-watch" in text
+    assert "Stopping the Xen appliance's domains (orchestrate shutdown)" in text
+
+    def first(pattern: str) -> int:
+        found = [i for i, line in enumerate(lines) if re.search(pattern, line)]
+        assert found, f"no line {pattern!r} in {lines[-40:]}"
+        return found[0]
+
+    follower_stopped = first(r"orchestrate: OK: the follower stopped")
+    stopped = {name: first(rf"{name}: stopping -> stopped \(no domid\) in [\d.]+ s: shut "
+                            r"down$")
+               for name in ("workload-vm", "sa-vm", "net-vm")}
+    stopping = {name: first(rf"{name}: \S+ -> stopping") for name in ("sa-vm", "net-vm")}
+    assert follower_stopped < first(r"workload-vm: \S+ -> stopping")
+    assert stopped["workload-vm"] < min(stopping.values()), (stopped, stopping)
+    assert re.search(r"orchestrate: OK: 3 domains are stopped", "\n".join(lines))
+    assert not any("xl destroy" in line for line in lines[follower_stopped:]), \
+        "each guest shut itself down: nothing was destroyed at its deadline"
+    assert re.search(r"reboot: Power down", text)
+    assert appliance.returncode == 0, "QEMU ended by the poweroff, not killed"
+
+
 def test_the_review_of_the_real_capture(appliance: LabRun) -> None:
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "review",
                            str(appliance.capture)], capture_output=True, text=True,
@@ -230,7 +357,9 @@ def test_the_review_of_the_real_capture(appliance: LabRun) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "verdict: OK: 3 domains are ready" in out
-    assert re.search(r"critical path: net-vm \([\d.]+ s\) -> workload-vm", out), out
+    # workload-vm is created once sa-vm (its vchan server) is ready; its vif is attached
+    # when net-vm is: whichever of the two took longer is on the critical path
+    assert re.search(r"critical path: (net|sa)-vm \([\d.]+ s\) -> workload-vm", out), out
     for name in ("net-vm", "sa-vm", "workload-vm"):
         assert re.search(rf"{name} +domid \d +[\d.]+ s", out), out
 
@@ -257,6 +386,47 @@ def test_with_the_build_server_down_dom0_keeps_its_nic_and_nothing_is_created(
     assert "hint: check that the build server is up" in review.stdout
 
 
+# ---- dom0's network after the handoff: its own vif served by net-vm (lab.handoff-vif) ----
+
+def test_after_the_handoff_dom0_reaches_the_build_server_through_its_vif_on_net_vm(
+        handoff: LabRun, images: Path) -> None:
+    """Seed 000's "dom0's IP moves to the vif backend interface and routes through
+    net-vm": the NIC is net-vm's, and dom0's address and default route are on a vif that
+    net-vm serves (routed like any guest's: vif-route-sh's /32 and proxy ARP)."""
+    net = domids(handoff)["net-vm"]
+    assert handoff.lab("nic-driver") == ["pciback"]
+    assert handoff.lab("dom0-vif") == [f"0 backend-id={net} state=4"]
+    lines = "\n".join(ours(handoff))
+    assert re.search(rf"Domain-0: vif 0 attached to net-vm \(domid {net}\)", lines), lines
+    [address] = handoff.lab("handoff-addr")
+    interface = re.match(r"\d+: (\S+) +inet 10\.0\.2\.15/24 ", address)
+    assert interface, address
+    assert f"default via 10.0.2.2 dev {interface[1]}" in handoff.lab("handoff-route")
+    probe = images / "images/lab-probe.bin"
+    assert handoff.lab("dom0-fetch") == [f"OK {probe.stat().st_size} bytes "
+                                         f"sha256={sha256(probe)}"]
+    routes = (handoff.data("net-vm", "netstate-1-routes") or "").split(";")
+    work = domids(handoff)["workload-vm"]
+    assert sorted(r.strip() for r in routes if " dev vif" in r) == sorted([
+        "10.0.2.15 dev vif0.0 scope link", f"10.0.5.103 dev vif{work}.0 scope link"]), routes
+
+
+def test_a_re_run_that_needs_an_image_fetches_it_through_net_vm(
+        handoff: LabRun, images: Path) -> None:
+    image = images / "images/sa-vm.cpio.gz"
+    [removed] = handoff.lab("rerun-removed")
+    assert removed.startswith("/run/xen-images/") and removed.endswith("-sa-vm.cpio.gz")
+    assert handoff.lab("rerun-exit") == ["0"]
+    assert handoff.lab("rerun-image") == [f"{sha256(image)}  {removed}"]
+    rerun = handoff.text()[handoff.text().index("@@LAB rerun-removed"):]
+    assert re.search(r"\[5/9\] fetching through dom0's vif eth\d+ \(the NIC is net-vm's\)",
+                     rerun), rerun[:3000]
+    assert re.search(r"\[5/9\] fetch http://10\.0\.2\.100/images/sa-vm\.cpio\.gz", rerun)
+    served = [r for r in handoff.requests if r[0] == "/images/sa-vm.cpio.gz"]
+    assert served == [("/images/sa-vm.cpio.gz", 200, image.stat().st_size)] * 2, served
+    assert re.search(r"orchestrate: OK: 3 domains are ready", rerun)
+
+
 def test_a_pvh_domain_boots_as_a_smoke_test(images: Path) -> None:
     """One PVH domain (a full PVH scenario is not reliable under TCG: README, "The lab").
     PVH needs HAP: the CPU gets SVM with nested paging, and no emulated Intel IOMMU."""
@@ -266,7 +436,7 @@ def test_a_pvh_domain_boots_as_a_smoke_test(images: Path) -> None:
     lines = "\n".join(ours(run))
     assert re.search(r"units /etc/orchestrator/units-pvh: 1 domains", lines)
     assert re.search(r"check platform: (no )?IOMMU, HVM/PVH,", lines)
-    assert re.search(r"pvh-vm ready as domid 1 \([\d.]+ s after create\)", lines), lines
+    assert re.search(r"pvh-vm: booting -> ready \(domid 1\) in [\d.]+ s", lines), lines
     assert re.search(r"orchestrate: OK: 1 domains are ready", lines)
     assert run.data("pvh-vm", "ready") == "1", "the PVH guest wrote its own xenstore key"
     assert any(re.match(r"pvh-vm +1 +128 +1 +[r-][b-]----", ln) for ln in run.lab("xl-list"))
