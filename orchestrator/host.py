@@ -354,7 +354,6 @@ class Host:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
                 env=env,
                 # its own session: on a timeout we kill the whole group (xl forks helpers)
                 start_new_session=True,
@@ -371,10 +370,14 @@ class Host:
                 f"`{' '.join(argv)}` did not finish within {timeout:g} s (killed)",
                 hint="see the console above for what it was waiting on",
             ) from None
-        return Result(argv, proc.returncode, out, err)
+        # Bytes in, text out with U+FFFD for what is not UTF-8: a domain name or a Xen
+        # command line in another encoding once made `xl list`/`xl info` an internal
+        # error (issue 10); the parsers compare with our ASCII names and keys anyway.
+        return Result(argv, proc.returncode, out.decode("utf-8", "replace"),
+                      err.decode("utf-8", "replace"))
 
     @staticmethod
-    def _kill_group(proc: subprocess.Popen[str]) -> None:
+    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
