@@ -112,7 +112,7 @@ class Response:
                 data = self.recv(self.head_deadline)
             except TimeoutError:
                 raise FetchError(f"no complete response head from {self.server} within "
-                                 f"{self.head_seconds:.3g} s (waiting for {what}, "
+                                 f"{_seconds(self.head_seconds)} s (waiting for {what}, "
                                  f"{self.received} bytes received)", retryable=True) from None
             except OSError as exc:
                 raise FetchError(f"connection to {self.server} broke while receiving "
@@ -155,7 +155,7 @@ def open_get(url: str, head_deadline: float, head_seconds: float) -> Response:
         sock.sendall(request)  # one timeout for the whole send (Python >= 3.5)
     except TimeoutError:
         sock.close()
-        raise FetchError(f"{server} did not take the request within {head_seconds:.3g} s",
+        raise FetchError(f"{server} did not take the request within {_seconds(head_seconds)} s",
                          retryable=True) from None
     except OSError as exc:
         sock.close()
@@ -183,7 +183,7 @@ def _open_socket(host: str, port: int, server: str, until: float,
             sock.close()
             last = exc
     if last is None or isinstance(last, TimeoutError):
-        raise FetchError(f"no connection to {server} within {seconds:.3g} s", retryable=True)
+        raise FetchError(f"no connection to {server} within {_seconds(seconds)} s", retryable=True)
     raise FetchError(f"cannot connect: {last}", retryable=True)
 
 
@@ -214,7 +214,7 @@ def _resolve(host: str, port: int, server: str, until: float,
         thread.start()
         thread.join(max(0.0, until - time.monotonic()))
     if not found:
-        raise FetchError(f"resolving {host} took longer than {seconds:.3g} s", retryable=True)
+        raise FetchError(f"resolving {host} took longer than {_seconds(seconds)} s", retryable=True)
     result = found[0]
     if isinstance(result, OSError):
         raise FetchError(f"cannot resolve {host} ({server}): {result}", retryable=True)
@@ -256,3 +256,8 @@ def printable(text: str, limit: int) -> str:
 
 def shown(raw: bytes) -> str:
     return repr(printable(raw.decode("latin-1"), 60))
+
+
+def _seconds(value: float) -> str:
+    """A budget as set (4, 1.5), not as measured a moment later (3.9987)."""
+    return f"{round(value, 1):g}"
