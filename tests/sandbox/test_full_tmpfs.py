@@ -94,6 +94,9 @@ def test_a_full_state_tmpfs_ends_the_boot_at_the_xl_config_it_needs_with_a_clear
     assert not [n for n in os.listdir(state_dir / "xl") if ".tmp-" in n]
     read_state_file(state_dir / "state.json")  # whatever it holds, it is a whole state
     assert box.domains() == {}, "no domain without its config"
+    # the boot ended after the handoff: the runner gives the devices back
+    nothing_handed_over(box)
+    dom0_kept_its_nic(box, configured=True)
 
 
 def test_a_state_file_that_cannot_be_written_never_ends_the_boot(

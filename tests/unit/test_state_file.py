@@ -9,6 +9,7 @@ traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import os
@@ -35,17 +36,31 @@ from tests.conftest import EXAMPLE_UNITS, run_orchestrate
 def full_state() -> BootState:
     """A state with every field set to something other than its default."""
     return BootState(
-        mode="boot", started_uptime=12.5,
+        mode="watch", started_uptime=12.5,
         steps={"preflight": StepRecord("ok", 0.25, 0.01),
                "fetch-images": StepRecord("failed", 3.0, None, "HTTP 404", "fix the url")},
-        domains={"net-vm": DomainRecord("ready", 3, 4.5),
+        domains={"net-vm": DomainRecord("ready", 3, 4.5, "was slow", restarts=1, vifs={"0": 1}),
                  "sa-vm": DomainRecord("failed", "<domid:sa-vm>", None, "crashed")},
         original_drivers={"0000:00:03.0": "e1000", "0000:00:04.0": None},
         moved_to_pciback=["0000:00:03.0"], images={"k": "/run/xen-images/k"},
         daemons={"xenstored": 42}, warnings=["w"],
         commands=[{"program": "/usr/sbin/xl", "argv": ["xl", "info"], "rc": 0,
                    "seconds": 0.1}],
+        journal=[{"domain": "net-vm", "from": "created", "to": "ready", "domid": 3,
+                  "uptime": 12.0, "cause": "probe", "seconds": 0.5}],
+        xenstore_written=["/ipc/domain-map/net-vm"], standing_down=True,
         usage={"cpu_seconds": 1.0, "peak_rss_mib": 30.0}, verdict="FAILED", exit_code=1)
+
+
+def test_the_round_trip_below_covers_every_field_of_the_state() -> None:
+    """A field added to BootState or DomainRecord must be set in full_state(), so that
+    the round trip proves the loader reads it."""
+    state = full_state()
+    for record, cls in ((state, BootState), (state.domains["net-vm"], DomainRecord)):
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+                else f.default
+            assert getattr(record, f.name) != default, f"set {cls.__name__}.{f.name}"
 
 
 def test_a_state_round_trips_through_its_json() -> None:
@@ -95,6 +110,15 @@ CORRUPT: list[tuple[str, bytes, str]] = [
     ("daemons pid is text", b'{"daemons": {"xenstored": "42"}}',
      r"daemons\.xenstored is \"42\", not an integer"),
     ("commands is an object", b'{"commands": {}}', r"commands is an object, not a list"),
+    ("the journal is a string", b'{"journal": "x"}', r"journal is \"x\", not a list"),
+    ("a journal entry is a number", b'{"journal": [{}, 3]}',
+     r"journal\[1\] is 3, not an object"),
+    ("restarts is a float", b'{"domains": {"sa-vm": {"restarts": 0.5}}}',
+     r"domains\.sa-vm\.restarts is 0\.5, not an integer"),
+    ("a vif devid is text", b'{"domains": {"sa-vm": {"vifs": {"0": "1"}}}}',
+     r"domains\.sa-vm\.vifs\.0 is \"1\", not an integer"),
+    ("standing_down is 1", b'{"standing_down": 1}',
+     r"standing_down is 1, not true or false"),
 ]
 
 
