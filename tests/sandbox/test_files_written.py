@@ -92,6 +92,6 @@ def test_the_json_log_stops_at_a_full_tmpfs_with_whole_lines_and_one_warning(
         f"line {n:04d}" for n in range(len(lines))], "whole lines, in order, none cut"
     said = [ln for ln in console.getvalue().splitlines() if "WARNING" in ln]
     assert len(said) == 1, said
-    assert f"WARNING: writing {path} failed: No space left on device; the JSON log stops " \
-        "here, the console has every line, the boot goes on" in said[0]
+    assert f"WARNING: cannot write {path}: No space left on device; its JSON lines stop " \
+        "here, the console goes on (free space on its filesystem)" in said[0]
     assert console.getvalue().count("line 0399") == 1, "the console keeps every line"
