@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import io
 import os
 import re
 import signal
@@ -47,6 +48,17 @@ class LabRun:
     timed_out: bool
     requests: list[tuple[str, int, int]] = field(default_factory=list)
     stamps: list[tuple[float, str]] = field(default_factory=list)  # (host s, line)
+
+    @classmethod
+    def load(cls, capture: Path) -> LabRun:
+        """A finished run from its files: the capture and the host times beside it
+        (`<capture>.times`, written by boot()), to compute figures after the fact."""
+        # split as the pump read them (readline: at b"\n" only)
+        lines = [line.decode("utf-8", "replace")
+                 for line in io.BytesIO(capture.read_bytes()).readlines()]
+        times = [float(t) for t in capture.with_suffix(".times").read_text().split()]
+        return cls(capture, None, times[-1] if times else 0.0, 0.0, False,
+                   stamps=list(zip(times, lines, strict=False)))
 
     def host_time(self, pattern: str, after: float = 0.0) -> float | None:
         """Host seconds after QEMU started at which a line matching pattern arrived (the
@@ -198,6 +210,8 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
         lock.close()
     returncode = os.waitstatus_to_exitcode(status) if status is not None else None
     peak = rusage.ru_maxrss / 1024 if rusage is not None else 0.0
+    # the host time of each captured line, one a line: LabRun.load reads them back
+    capture.with_suffix(".times").write_text("".join(f"{s:.3f}\n" for s, _ in stamps))
     return LabRun(capture, returncode, time.monotonic() - started, peak, timed_out,
                   [tuple(r) for r in server.requests], stamps)  # type: ignore[misc]
 
