@@ -801,7 +801,8 @@ def vif_units(dest: Path, units: Path) -> None:
     text = host.read_text()
     text = re.sub(r'^(gateway = .*)$', r'\1\nafter_handoff = "vif"\nvif_script = "vif-route-sh"',
                   text, count=1, flags=re.M)
-    text = text.replace('"xen-pciback"]', '"xen-pciback", "xen-netfront"]')
+    text = re.sub(r'^(modules = \[[^\]]*?)\s*\]', r'\1, "xen-netfront"]', text, count=1,
+                  flags=re.M)
     host.write_text(text)
 
 
