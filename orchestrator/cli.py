@@ -115,6 +115,9 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args, sys.stdout)
     if config is None:
         return EXIT_INVALID
+    for note in config.notes:
+        print(f"note: {note}")
+        print(f"      hint: {note.hint}")
     print(f"{config.units_dir}: ok, {len(config.domains)} domains")
     return EXIT_OK
 
@@ -132,8 +135,9 @@ def _plan(args: argparse.Namespace) -> int:
             for edge in topology.edges:
                 if edge.after == name:
                     print(f"  {edge.before} -> {edge.after}  ({edge.reason})")
-    for bdf, owner in sorted({(b, d.name) for d in config.domains for b in d.pci}):
-        print(f"passthrough: {bdf} -> {owner} (after fetch-images)")
+    passthrough = config.passthrough()
+    for bdf in sorted(passthrough):
+        print(f"passthrough: {bdf} -> {passthrough[bdf].name} (after fetch-images)")
     for server, client in topology.ipc_pairs:
         print(f"vchan: {server} serves {client}")
     return EXIT_OK
@@ -215,12 +219,14 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _boot(args: argparse.Namespace) -> int:
-    from orchestrator import log as logmod
-
-    logmod.configure(args.log_format, args.debug)
+    # Units first: invalid units exit 2 before the logging stack is even imported.
     config = _load(args, sys.stderr)
     if config is None:
         return EXIT_INVALID
+
+    from orchestrator import log as logmod
+
+    logmod.configure(args.log_format, args.debug)
 
     from orchestrator.host import DryRunHost, Host
 

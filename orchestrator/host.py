@@ -251,11 +251,6 @@ class Host:
             raise CommandFailed(result.argv, result.returncode, result.stderr, hint)
         return result
 
-    def remove(self, p: str) -> None:
-        if self.exists(p):
-            self.action(f"rm {p}")
-            self.path(p).unlink()
-
     def save_state(self, p: str, text: str) -> None:
         self.save_file(p, text)
 
@@ -415,10 +410,6 @@ class DryRunHost(Host):
         if not quiet:
             self.action(" ".join(argv))
         return Result(list(argv), 0, "", "")
-
-    def remove(self, p: str) -> None:
-        if self.exists(p):
-            self.action(f"rm {p}")
 
     def save_state(self, p: str, text: str) -> None:
         pass

@@ -1,0 +1,282 @@
+"""TOML documents -> the model, one file at a time; every problem recorded, none raised.
+
+What a value may be is in `rules`; what must hold across files is in `validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from orchestrator.errors import UnitProblem
+from orchestrator.units import rules
+from orchestrator.units.model import (
+    DEFAULT_STOP_TIMEOUT,
+    DomainUnit,
+    HostUnit,
+    Image,
+    NicConfig,
+    Readiness,
+    Vif,
+)
+from orchestrator.units.reader import Table, show
+
+DEFAULT_MODULES = ("xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs",
+                   "xen-pciback")
+DEFAULT_DOMAIN_MAP = "/ipc/domain-map"
+DEFAULT_RENDEZVOUS = "/local/domain/{server}/ipc/direct/{client}"
+MIB = 1 << 20
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def parse_host(file: str, data: dict[str, Any] | None, problems: list[UnitProblem]) -> HostUnit:
+    t = Table(problems, file, data or {})
+    server = t.table("build_server", required=data is not None)
+    url = ""
+    request_timeout, attempts, deadline = 20.0, 4, 300.0
+    if server:
+        url = _server_url(server)
+        request_timeout = server.number("request_timeout", request_timeout,
+                                        rules.REQUEST_TIMEOUT)
+        attempts = server.integer("attempts", attempts, rules.FETCH_ATTEMPTS)
+        deadline = server.number("deadline", deadline, rules.FETCH_DEADLINE)
+        server.finish()
+
+    nic_t = t.table("nic")
+    nic = _nic(nic_t) if nic_t else None
+
+    xen = t.table_or_empty("xen")
+    modules = xen.strings("modules") if xen.has("modules") else DEFAULT_MODULES
+    for i, module in enumerate(modules):
+        if not rules.MODULE_RE.fullmatch(module):
+            xen.problem(f"modules[{i}]", f"{show(module)} is not a module name")
+    tools_path = xen.strings("tools_path")
+    for i, entry in enumerate(tools_path):
+        _report(xen, f"tools_path[{i}]", rules.absolute_path_problem(entry))
+    xenstored_args = xen.strings("xenstored_args")
+    xenconsoled_args = xen.strings("xenconsoled_args")
+    autoballoon_off = not xen.flag("autoballoon", False)
+    xen.finish()
+
+    paths = t.table_or_empty("paths")
+    image_dir = paths.text("images", "/run/xen-images") or "/run/xen-images"
+    state_dir = paths.text("state", "/run/orchestrator") or "/run/orchestrator"
+    _report(paths, "images", rules.state_dir_problem(image_dir))
+    _report(paths, "state", rules.state_dir_problem(state_dir))
+    paths.finish()
+
+    limits = t.table_or_empty("deadlines")
+    boot_deadline = limits.number("boot", 600.0, rules.BOOT_DEADLINE)
+    xenstored_timeout = limits.number("xenstored", 15.0, rules.WAIT_TIMEOUT)
+    command_timeout = limits.number("command", 30.0, rules.WAIT_TIMEOUT)
+    create_timeout = limits.number("create", 60.0, rules.WAIT_TIMEOUT)
+    limits.finish()
+
+    ipc = t.table_or_empty("ipc")
+    domain_map = ipc.text("domain_map", DEFAULT_DOMAIN_MAP) or DEFAULT_DOMAIN_MAP
+    _report(ipc, "domain_map", rules.domain_map_problem(domain_map, rules.NAME_MAX))
+    rendezvous = ipc.text("rendezvous", DEFAULT_RENDEZVOUS) or DEFAULT_RENDEZVOUS
+    _report(ipc, "rendezvous", rules.rendezvous_problem(rendezvous))
+    ipc.finish()
+    t.finish()
+    return HostUnit(
+        source=file, build_server=url, request_timeout=request_timeout,
+        fetch_attempts=attempts, fetch_deadline=deadline, nic=nic, modules=tuple(modules),
+        tools_path=tools_path, xenstored_args=xenstored_args,
+        xenconsoled_args=xenconsoled_args, autoballoon_off=autoballoon_off,
+        image_dir=image_dir, state_dir=state_dir, boot_deadline=boot_deadline,
+        xenstored_timeout=xenstored_timeout, command_timeout=command_timeout,
+        create_timeout=create_timeout, domain_map=domain_map, rendezvous=rendezvous,
+    )
+
+
+def _server_url(server: Table) -> str:
+    url = server.text("url", "", required=True) or ""
+    if not url:
+        return ""
+    problem = rules.url_problem(url)
+    if problem is None and urlsplit(url).path and not urlsplit(url).path.endswith("/"):
+        # urljoin("http://h/images", "guest/k") is http://h/guest/k (RFC 3986)
+        problem = (f"{show(url)} must end with '/': image URLs are relative to it, and "
+                   "without the slash its last path component is dropped")
+    _report(server, "url", problem)
+    return "" if problem else url
+
+
+def _nic(t: Table) -> NicConfig:
+    bdf = _bdf(t, "bdf", t.text("bdf", "", required=True) or "")
+    interface = t.text("interface", "", required=True) or ""
+    if interface and not rules.IFNAME_RE.fullmatch(interface):
+        t.problem("interface", f"{show(interface)} is not a network interface name "
+                  "(at most 15 of letters, digits, . _ -)")
+    address = t.text("address", "dhcp") or "dhcp"
+    iface = None
+    if address != "dhcp":
+        iface, problem = rules.interface_problem(address)
+        _report(t, "address", problem)
+        address = str(iface) if iface else address
+    gateway = t.text("gateway")
+    if gateway is not None:
+        ip, problem = rules.parse_host_ip(gateway)
+        if ip is not None and address == "dhcp":
+            problem = "a gateway needs a static address (udhcpc takes the DHCP server's)"
+        elif ip is not None and iface is not None and \
+                (ip not in iface.network or ip == iface.ip):
+            problem = f"{ip} must be another host of {iface.network} (nic.address)"
+        _report(t, "gateway", problem)
+        gateway = str(ip) if ip is not None else gateway
+    t.finish()
+    return NicConfig(bdf=bdf, interface=interface, address=address, gateway=gateway)
+
+
+def parse_domain(file: str, data: dict[str, Any], host: HostUnit,
+                 problems: list[UnitProblem]) -> DomainUnit:
+    t = Table(problems, file, data)
+    stem = Path(file).stem
+    name = t.text("name", stem) or stem
+    _report(t, "name", rules.name_problem(name))
+    dtype = t.text("type", "pv") or "pv"
+    if dtype not in rules.DOMAIN_TYPES:
+        t.problem("type", f"{show(dtype)}: must be one of {', '.join(rules.DOMAIN_TYPES)}")
+    memory = t.integer("memory", 128, rules.MEMORY_MIB)
+    vcpus = t.integer("vcpus", 1, rules.VCPUS)
+    extra = t.text("extra", "") or ""
+    _report(t, "extra", rules.extra_problem(extra))
+
+    kernel = _image(t, "kernel", name, host, required=True)
+    ramdisk = _image(t, "ramdisk", name, host, required=False)
+    loaded = sum(image.size for image in (kernel, ramdisk) if image)
+    if loaded >= memory * MIB:
+        # The domain builder loads both into the guest's own memory (tools/libs/guest).
+        t.problem("memory", f"{memory} MiB cannot hold the kernel and ramdisk "
+                  f"({-(-loaded // MIB)} MiB); give the domain more memory")
+
+    pci = tuple(_bdf(t, f"pci[{i}]", bdf) for i, bdf in enumerate(t.strings("pci")))
+    if len(set(pci)) != len(pci):
+        t.problem("pci", "lists a device twice")
+    if dtype == "pvh" and pci:
+        t.problem("pci", "PCI passthrough needs type = \"pv\": libxl refuses it for PVH "
+                  "guests (\"passthrough not yet supported for x86 PVH guests\")")
+
+    vifs = tuple(_vif(vt) for vt in t.tables("vif"))
+    after = t.strings("after")
+    readiness = _readiness(t, host)
+    if readiness.mode == "connected" and not vifs and not pci:
+        t.problem("readiness", "\"connected\" waits for the domain's vifs and pci devices, "
+                  "and this domain has none: use \"running\" or \"xenstore:<key>\"")
+    stop_timeout = t.number("stop_timeout", DEFAULT_STOP_TIMEOUT, rules.WAIT_TIMEOUT)
+    serve: tuple[str, ...] = ()
+    connect: tuple[str, ...] = ()
+    ipc = t.table("ipc")
+    if ipc:
+        serve = ipc.strings("serve")
+        connect = ipc.strings("connect")
+        ipc.finish()
+    actions = {}
+    for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
+                         ("on_crash", "destroy")):
+        value = t.text(key, default) or default
+        if value not in rules.XL_ACTIONS:
+            t.problem(key, f"{show(value)}: must be one of {', '.join(rules.XL_ACTIONS)}")
+            value = default
+        actions[key] = value
+    t.finish()
+    return DomainUnit(
+        name=name, source=file, type=dtype, memory=memory, vcpus=vcpus,
+        kernel=kernel or Image("", "", 0, f"{name}.kernel"), ramdisk=ramdisk, extra=extra,
+        pci=pci, vifs=vifs, after=after, readiness=readiness, serve=serve, connect=connect,
+        stop_timeout=stop_timeout, **actions,
+    )
+
+
+def _vif(t: Table) -> Vif:
+    ip = t.text("ip")
+    if ip is not None:
+        addresses = []
+        for part in ip.split():
+            address, problem = rules.parse_host_ip(part)
+            _report(t, "ip", problem)
+            if address is not None:
+                addresses.append(str(address))
+        if not ip.strip():
+            t.problem("ip", "is empty: name at least one address, or leave the key out")
+        ip = " ".join(addresses)
+    backend = t.text("backend")
+    mac = t.text("mac")
+    if mac is not None:
+        _report(t, "mac", rules.mac_problem(mac))
+        mac = mac.lower()
+    bridge = t.text("bridge")
+    if bridge is not None and not rules.IFNAME_RE.fullmatch(bridge):
+        t.problem("bridge", f"{show(bridge)} is not a bridge interface name "
+                  "(at most 15 of letters, digits, . _ -)")
+    script = t.text("script")
+    if script is not None:
+        _report(t, "script", rules.script_problem(script))
+    t.finish()
+    return Vif(ip=ip, backend=backend, mac=mac, bridge=bridge, script=script)
+
+
+def _readiness(t: Table, host: HostUnit) -> Readiness:
+    raw = t.text("readiness", "running") or "running"
+    timeout = t.number("ready_timeout", host.create_timeout, rules.WAIT_TIMEOUT)
+    if raw in ("running", "connected"):
+        return Readiness(raw, None, timeout)
+    if raw.startswith("xenstore:"):
+        key = raw[len("xenstore:"):]
+        _report(t, "readiness", rules.readiness_key_problem(key))
+        return Readiness("xenstore", key, timeout)
+    t.problem("readiness",
+              f"{show(raw)}: unknown mode; use one of {', '.join(rules.READINESS_MODES)}")
+    return Readiness("running", None, timeout)
+
+
+def _image(t: Table, key: str, domain: str, host: HostUnit, required: bool) -> Image | None:
+    it = t.table(key, required=required)
+    if it is None:
+        return None
+    url = it.text("url", "", required=True) or ""
+    absolute = _absolute(host.build_server, url)
+    # Without a valid build_server.url (reported there) a relative URL cannot be judged.
+    if url and (host.build_server or _SCHEME_RE.match(url)):
+        problem = rules.url_problem(absolute)
+        if problem is None and host.build_server and \
+                not rules.same_origin(absolute, host.build_server):
+            problem = (f"{show(absolute)} is not on the build server "
+                       f"({host.build_server}): give a path relative to build_server.url")
+        _report(it, "url", problem)
+    sha256 = it.text("sha256", "", required=True) or ""
+    if sha256 and not rules.SHA256_RE.fullmatch(sha256):
+        it.problem("sha256", "must be 64 lowercase hex digits (sha256sum's output)")
+        sha256 = ""
+    size = it.integer("size", 0, rules.IMAGE_BYTES)
+    if not it.has("size"):
+        it.problem("size", "missing (required): the exact size in bytes")
+    it.finish()
+    # Named by content: domains that pin the same bytes (one guest kernel) share one file,
+    # fetched once and held in dom0's RAM once.
+    path = urlsplit(absolute).path if url and rules.url_problem(absolute) is None else ""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", path.rsplit("/", 1)[-1]).lstrip(".") or key
+    name = f"{sha256[:12]}-{base}" if sha256 else f"{domain}.{key}"
+    return Image(url=absolute, sha256=sha256, size=size, file_name=name)
+
+
+def _absolute(base: str, url: str) -> str:
+    try:
+        return urljoin(base, url) if base and url else url
+    except ValueError:  # e.g. "http://[::1": url_problem says why
+        return url
+
+
+def _bdf(t: Table, key: str, bdf: str) -> str:
+    if bdf and not rules.BDF_RE.fullmatch(bdf):
+        t.problem(key, f"{show(bdf)} is not a PCI address like 0000:03:00.0 (lspci -D shows "
+                  "them)")
+    return bdf.lower()
+
+
+def _report(t: Table, key: str, problem: str | None) -> None:
+    if problem is not None:
+        t.problem(key, problem)
