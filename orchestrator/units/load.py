@@ -18,6 +18,9 @@ def load_units(units_dir: str | Path) -> Config:
     """Load and validate every unit file under units_dir; raise InvalidUnits listing all."""
     base = Path(units_dir)
     problems: list[UnitProblem] = []
+    if not base.is_dir():
+        what = "is not a directory" if base.exists() else "not found"
+        raise InvalidUnits([UnitProblem(str(base), "(directory)", what)])
     host_file = str(base / "host.toml")
     host = parse_host(host_file, read_unit(host_file, problems), problems)
     domain_dir = str(base / "domains")
