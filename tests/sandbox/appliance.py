@@ -209,8 +209,11 @@ class Appliance:
 
     # ----- running orchestrate ----------------------------------------------------------------
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "orchestrator", "--root", str(self.root),
-                "--units", str(self.units), *args]
+        """`orchestrate [COMMAND ...] --root ROOT --units UNITS`: the command first, then
+        the options (an older parser reset options given before a command, and `status`
+        read the host's /run)."""
+        return [sys.executable, "-m", "orchestrator", *args, "--root", str(self.root),
+                "--units", str(self.units)]
 
     def boot(self, *args: str, timeout: float = 90) -> Boot:
         started = time.monotonic()
