@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from orchestrator.errors import EXIT_INVALID
 
 # A usage error echoes argv: keep it one line of printable ASCII, however hostile argv is.
 MAX_MESSAGE = 300
 
+# NamedTuples, not frozen dataclasses: every run of orchestrate builds these, and a frozen
+# dataclass costs ~0.5 ms to define (its methods are generated with exec); start-up is
+# boot time.
 
-@dataclass(frozen=True)
-class Option:
+
+class Option(NamedTuple):
     flag: str  # "--dry-run"
     help: str
     metavar: str | None = None  # None: a flag, True when given; else it takes a value
@@ -43,16 +45,14 @@ class Option:
         return False if self.metavar is None else self.default
 
 
-@dataclass(frozen=True)
-class Argument:
+class Argument(NamedTuple):
     """A positional argument of one command."""
 
     name: str
     help: str
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     name: str
     help: str
     run: Callable[[argparse.Namespace], int]
@@ -71,8 +71,7 @@ def one_line(text: str) -> str:
     return shown if len(shown) <= MAX_MESSAGE else shown[: MAX_MESSAGE - 3] + "..."
 
 
-@dataclass(frozen=True)
-class CommandLine:
+class CommandLine(NamedTuple):
     prog: str
     description: str
     epilog: str

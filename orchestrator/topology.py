@@ -18,12 +18,12 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 from orchestrator.units.model import Config, DomainUnit
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(NamedTuple):
     before: str
     after: str
     reason: str

@@ -18,8 +18,7 @@ import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.errors import UnitProblem
 
@@ -133,8 +132,7 @@ def _reason(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
     """Inclusive bounds of a number, and its unit for messages ("seconds", "MiB", "")."""
 
     low: float
