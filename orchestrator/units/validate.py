@@ -131,13 +131,19 @@ def restart_notes(config: Config) -> tuple[UnitNote, ...]:
     """A domain xl restarts comes back with a new domid, and only the follower
     (`orchestrate watch`) re-provisions it (DESIGN.md, "After the boot")."""
     notes = []
-    pairs = ipc_pairs(config.domains)
+    peers_of: dict[str, set[str]] = {}
+    for server, client in ipc_pairs(config.domains):
+        peers_of.setdefault(server, set()).add(client)
+        peers_of.setdefault(client, set()).add(server)
+    clients_of: dict[str, set[str]] = {}
+    for domain in config.domains:
+        for vif in domain.vifs:
+            if vif.backend is not None:
+                clients_of.setdefault(vif.backend, set()).add(domain.name)
     for domain in config.domains:
         keys = domain.restart_keys()
-        peers = sorted({c for s, c in pairs if s == domain.name}
-                       | {s for s, c in pairs if c == domain.name})
-        clients = sorted(d.name for d in config.domains
-                         if any(vif.backend == domain.name for vif in d.vifs))
+        peers = sorted(peers_of.get(domain.name, ()))
+        clients = sorted(clients_of.get(domain.name, ()))
         if not keys or not (peers or clients):
             continue
         lost = []
