@@ -32,6 +32,7 @@ _FILE_KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
+_ABSENT = object()
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -200,14 +201,18 @@ class Table:
         return value
 
     def integer(self, name: str, default: int, bounds: Range) -> int:
-        value: int = self._get(name, (int,), "an integer", default, False)
+        value = self._get(name, (int,), "an integer", _ABSENT, False)
+        if value is _ABSENT:  # missing or of another type: the default, already reported
+            return default
         if not bounds.low <= value <= bounds.high:
             self.problem(name, f"{show(value)} is out of range {bounds.describe()}")
             return default
-        return value
+        return int(value)
 
     def number(self, name: str, default: float, bounds: Range) -> float:
-        value: int | float = self._get(name, (int, float), "a number", default, False)
+        value = self._get(name, (int, float), "a number", _ABSENT, False)
+        if value is _ABSENT:
+            return default
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(name, f"must be a finite number of {bounds.unit or 'units'} "
                          f"({bounds.describe()}), not {value}")
