@@ -61,10 +61,8 @@ def parse_host(file: str, data: dict[str, Any] | None, problems: list[UnitProble
     xen.finish()
 
     paths = t.table_or_empty("paths")
-    image_dir = paths.text("images", "/run/xen-images") or "/run/xen-images"
-    state_dir = paths.text("state", "/run/orchestrator") or "/run/orchestrator"
-    _report(paths, "images", rules.state_dir_problem(image_dir))
-    _report(paths, "state", rules.state_dir_problem(state_dir))
+    image_dir = paths.string("images", "/run/xen-images", rule=rules.state_dir_problem)
+    state_dir = paths.string("state", "/run/orchestrator", rule=rules.state_dir_problem)
     paths.finish()
 
     limits = t.table_or_empty("deadlines")
@@ -75,10 +73,8 @@ def parse_host(file: str, data: dict[str, Any] | None, problems: list[UnitProble
     limits.finish()
 
     ipc = t.table_or_empty("ipc")
-    domain_map = ipc.text("domain_map", DEFAULT_DOMAIN_MAP) or DEFAULT_DOMAIN_MAP
-    _report(ipc, "domain_map", rules.domain_map_problem(domain_map, rules.NAME_MAX))
-    rendezvous = ipc.text("rendezvous", DEFAULT_RENDEZVOUS) or DEFAULT_RENDEZVOUS
-    _report(ipc, "rendezvous", rules.rendezvous_problem(rendezvous))
+    domain_map = ipc.string("domain_map", DEFAULT_DOMAIN_MAP, rule=rules.domain_map_problem)
+    rendezvous = ipc.string("rendezvous", DEFAULT_RENDEZVOUS, rule=rules.rendezvous_problem)
     ipc.finish()
     t.finish()
     return HostUnit(
@@ -93,8 +89,8 @@ def parse_host(file: str, data: dict[str, Any] | None, problems: list[UnitProble
 
 
 def _server_url(server: Table) -> str:
-    url = server.text("url", "", required=True) or ""
-    if not url:
+    url = server.text("url", required=True)
+    if url is None:
         return ""
     problem = rules.url_problem(url)
     if problem is None and urlsplit(url).path and not urlsplit(url).path.endswith("/"):
@@ -106,12 +102,9 @@ def _server_url(server: Table) -> str:
 
 
 def _nic(t: Table) -> NicConfig:
-    bdf = _bdf(t, "bdf", t.text("bdf", "", required=True) or "")
-    interface = t.text("interface", "", required=True) or ""
-    if interface and not rules.IFNAME_RE.fullmatch(interface):
-        t.problem("interface", f"{show(interface)} is not a network interface name "
-                  "(at most 15 of letters, digits, . _ -)")
-    address = t.text("address", "dhcp") or "dhcp"
+    bdf = t.string("bdf", "", required=True, rule=_bdf_problem).lower()
+    interface = t.string("interface", "", required=True, rule=_ifname_problem)
+    address = t.string("address", "dhcp")
     iface = None
     if address != "dhcp":
         iface, problem = rules.interface_problem(address)
@@ -135,15 +128,14 @@ def parse_domain(file: str, data: dict[str, Any], host: HostUnit,
                  problems: list[UnitProblem]) -> DomainUnit:
     t = Table(problems, file, data)
     stem = Path(file).stem
-    name = t.text("name", stem) or stem
-    _report(t, "name", rules.name_problem(name))
-    dtype = t.text("type", "pv") or "pv"
+    name = t.string("name", stem)
+    _report(t, "name", rules.name_problem(name))  # the file name too, when it is the name
+    dtype = t.string("type", "pv")
     if dtype not in rules.DOMAIN_TYPES:
         t.problem("type", f"{show(dtype)}: must be one of {', '.join(rules.DOMAIN_TYPES)}")
     memory = t.integer("memory", 128, rules.MEMORY_MIB)
     vcpus = t.integer("vcpus", 1, rules.VCPUS)
-    extra = t.text("extra", "") or ""
-    _report(t, "extra", rules.extra_problem(extra))
+    extra = t.string("extra", "", rule=rules.extra_problem)
 
     kernel = _image(t, "kernel", name, host, required=True)
     ramdisk = _image(t, "ramdisk", name, host, required=False)
@@ -153,7 +145,9 @@ def parse_domain(file: str, data: dict[str, Any], host: HostUnit,
         t.problem("memory", f"{memory} MiB cannot hold the kernel and ramdisk "
                   f"({-(-loaded // MIB)} MiB); give the domain more memory")
 
-    pci = tuple(_bdf(t, f"pci[{i}]", bdf) for i, bdf in enumerate(t.strings("pci")))
+    pci = tuple(bdf.lower() for bdf in t.strings("pci"))
+    for i, bdf in enumerate(pci):
+        _report(t, f"pci[{i}]", _bdf_problem(bdf))
     if len(set(pci)) != len(pci):
         t.problem("pci", "lists a device twice")
     if dtype == "pvh" and pci:
@@ -177,7 +171,7 @@ def parse_domain(file: str, data: dict[str, Any], host: HostUnit,
     actions = {}
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
                          ("on_crash", "destroy")):
-        value = t.text(key, default) or default
+        value = t.string(key, default)
         if value not in rules.XL_ACTIONS:
             t.problem(key, f"{show(value)}: must be one of {', '.join(rules.XL_ACTIONS)}")
             value = default
@@ -204,23 +198,16 @@ def _vif(t: Table) -> Vif:
             t.problem("ip", "is empty: name at least one address, or leave the key out")
         ip = " ".join(addresses)
     backend = t.text("backend")
-    mac = t.text("mac")
-    if mac is not None:
-        _report(t, "mac", rules.mac_problem(mac))
-        mac = mac.lower()
-    bridge = t.text("bridge")
-    if bridge is not None and not rules.IFNAME_RE.fullmatch(bridge):
-        t.problem("bridge", f"{show(bridge)} is not a bridge interface name "
-                  "(at most 15 of letters, digits, . _ -)")
-    script = t.text("script")
-    if script is not None:
-        _report(t, "script", rules.script_problem(script))
+    mac = t.text("mac", rule=rules.mac_problem)
+    mac = mac.lower() if mac is not None else None
+    bridge = t.text("bridge", rule=_ifname_problem)
+    script = t.text("script", rule=rules.script_problem)
     t.finish()
     return Vif(ip=ip, backend=backend, mac=mac, bridge=bridge, script=script)
 
 
 def _readiness(t: Table, host: HostUnit) -> Readiness:
-    raw = t.text("readiness", "running") or "running"
+    raw = t.string("readiness", "running")
     timeout = t.number("ready_timeout", host.create_timeout, rules.WAIT_TIMEOUT)
     if raw in ("running", "connected"):
         return Readiness(raw, None, timeout)
@@ -237,18 +224,12 @@ def _image(t: Table, key: str, domain: str, host: HostUnit, required: bool) -> I
     it = t.table(key, required=required)
     if it is None:
         return None
-    url = it.text("url", "", required=True) or ""
+    url = it.string("url", "", required=True)
     absolute = _absolute(host.build_server, url)
-    # Without a valid build_server.url (reported there) a relative URL cannot be judged.
-    if url and (host.build_server or _SCHEME_RE.match(url)):
-        problem = rules.url_problem(absolute)
-        if problem is None and host.build_server and \
-                not rules.same_origin(absolute, host.build_server):
-            problem = (f"{show(absolute)} is not on the build server "
-                       f"({host.build_server}): give a path relative to build_server.url")
-        _report(it, "url", problem)
-    sha256 = it.text("sha256", "", required=True) or ""
-    if sha256 and not rules.SHA256_RE.fullmatch(sha256):
+    if it.has("url"):
+        _report(it, "url", _image_url_problem(url, absolute, host.build_server))
+    sha256 = it.string("sha256", "", required=True)
+    if it.has("sha256") and not rules.SHA256_RE.fullmatch(sha256):
         it.problem("sha256", "must be 64 lowercase hex digits (sha256sum's output)")
         sha256 = ""
     size = it.integer("size", 0, rules.IMAGE_BYTES)
@@ -270,11 +251,30 @@ def _absolute(base: str, url: str) -> str:
         return url
 
 
-def _bdf(t: Table, key: str, bdf: str) -> str:
-    if bdf and not rules.BDF_RE.fullmatch(bdf):
-        t.problem(key, f"{show(bdf)} is not a PCI address like 0000:03:00.0 (lspci -D shows "
-                  "them)")
-    return bdf.lower()
+def _image_url_problem(url: str, absolute: str, build_server: str) -> str | None:
+    if not url:
+        return "is empty: give the image's path relative to build_server.url"
+    if not build_server and not _SCHEME_RE.match(url):
+        return None  # relative to a build_server.url that is missing or wrong (said there)
+    problem = rules.url_problem(absolute)
+    if problem is None and build_server and not rules.same_origin(absolute, build_server):
+        return (f"{show(absolute)} is not on the build server ({build_server}): give a "
+                "path relative to build_server.url")
+    if problem is None and absolute.endswith("/"):
+        return f"{show(absolute)} names a directory, not an image file"
+    return problem
+
+
+def _bdf_problem(bdf: str) -> str | None:
+    if not rules.BDF_RE.fullmatch(bdf):
+        return f"{show(bdf)} is not a PCI address like 0000:03:00.0 (lspci -D shows them)"
+    return None
+
+
+def _ifname_problem(name: str) -> str | None:
+    if not rules.IFNAME_RE.fullmatch(name):
+        return f"{show(name)} is not an interface name (at most 15 of letters, digits, . _ -)"
+    return None
 
 
 def _report(t: Table, key: str, problem: str | None) -> None:

@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import tomllib
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from orchestrator.errors import UnitProblem
@@ -196,9 +197,22 @@ class Table:
                          f"{found.start()}")
         return found is None
 
-    def text(self, name: str, default: str | None = None, required: bool = False) -> str | None:
-        value: str | None = self._get(name, (str,), "a string", default, required)
-        return value
+    def text(self, name: str, required: bool = False,
+             rule: Callable[[str], str | None] | None = None) -> str | None:
+        """The string, or None when missing (or of another type: reported). `rule` judges
+        a given value (an empty string included) and returns its problem, if any."""
+        value = self._get(name, (str,), "a string", None, required)
+        if value is not None and rule is not None:
+            problem = rule(value)
+            if problem is not None:
+                self.problem(name, problem)
+        return value  # type: ignore[no-any-return]
+
+    def string(self, name: str, default: str, required: bool = False,
+               rule: Callable[[str], str | None] | None = None) -> str:
+        """Like text(), with a default for a missing key (never judged by `rule`)."""
+        value = self.text(name, required, rule)
+        return default if value is None else value
 
     def integer(self, name: str, default: int, bounds: Range) -> int:
         value = self._get(name, (int,), "an integer", _ABSENT, False)

@@ -240,7 +240,7 @@ def _components_ok(path: str) -> bool:
     return all(XS_COMPONENT_RE.fullmatch(c) for c in path.split("/"))
 
 
-def domain_map_problem(path: str, longest_name: int) -> str | None:
+def domain_map_problem(path: str) -> str | None:
     if path == "/":
         return "/ is the root of xenstore, not a tree of dom0's own; use /ipc/domain-map"
     if not path.startswith("/") or not _components_ok(path[1:]):
@@ -250,7 +250,7 @@ def domain_map_problem(path: str, longest_name: int) -> str | None:
         if path == tree or path.startswith(tree + "/"):
             return (f"{path} is in {tree}, which the toolstack owns: dom0 would write and "
                     "remove nodes there; use a tree of its own such as /ipc/domain-map")
-    if len(path) + 1 + longest_name > XS_PATH_MAX:
+    if len(path) + 1 + NAME_MAX > XS_PATH_MAX:
         return f"{show(path)} leaves no room for /<name> in xenstore's {XS_PATH_MAX}-byte " \
                "path limit"
     return None

@@ -14,6 +14,7 @@ from tests.unit.corpus_edits import (
     SA,
     TIMEOUT_KEYS,
     WL,
+    ZZ,
     Case,
     H,
     add_vif,
@@ -21,6 +22,7 @@ from tests.unit.corpus_edits import (
     c,
     dom,
     host,
+    lone,
     small_domains,
     vif,
 )
@@ -134,13 +136,13 @@ def network() -> list[Case]:
           both(vif("mac", "00:16:3e:00:00:01"), add_vif("sa-vm", mac="00:16:3E:00:00:01")),
           f"{WL}: vif[0].mac: 00:16:3e:00:00:01 is also used in {{units}}/{SA} (vif[0])"),
         c("bridge name too long", "network", vif("bridge", "a-bridge-of-16ch"),
-          f"{WL}: vif[0].bridge: 'a-bridge-of-16ch' is not a bridge interface name (at most "
+          f"{WL}: vif[0].bridge: 'a-bridge-of-16ch' is not an interface name (at most "
           "15 of letters, digits, . _ -)"),
         c("nic interface missing", "network", host("nic", "interface", DELETE),
           f"{H}: nic.interface: missing (required)"),
         c("nic interface ..", "network", host("nic", "interface", ".."),
-          f"{H}: nic.interface: '..' is not a network interface name (at most 15 of "
-          "letters, digits, . _ -)"),
+          f"{H}: nic.interface: '..' is not an interface name (at most 15 of letters, "
+          "digits, . _ -)"),
         c("nic address without prefix", "network", host("nic", "address", "10.0.2.15"),
           f"{H}: nic.address: '10.0.2.15': use a.b.c.d/prefix or \"dhcp\""),
         c("nic address is its network's broadcast", "network",
@@ -160,6 +162,40 @@ def network() -> list[Case]:
           "them)"),
     ]
     return cases
+
+
+def empty_strings() -> list[Case]:
+    """An empty string is a value, never the default (it used to be: `images = ""` meant
+    /run/xen-images, `kernel.url = ""` the build server's directory)."""
+    return [
+        c("empty image url", "empty", dom("sa-vm", "url", "", "kernel"),
+          f"{SA}: kernel.url: is empty: give the image's path relative to build_server.url"),
+        c("image url naming a directory", "empty", dom("sa-vm", "url", "./", "kernel"),
+          f"{SA}: kernel.url: 'http://10.0.2.100/images/' names a directory, not an image "
+          "file"),
+        c("empty build server url", "empty", host("build_server", "url", ""),
+          f"{H}: build_server.url: '': scheme must be http or https with a host"),
+        c("empty nic bdf", "empty", host("nic", "bdf", ""),
+          f"{H}: nic.bdf: '' is not a PCI address like 0000:03:00.0 (lspci -D shows them)"),
+        c("empty nic address", "empty", host("nic", "address", ""),
+          f"{H}: nic.address: '': use a.b.c.d/prefix or \"dhcp\""),
+        c("empty image dir", "empty", host("paths", "images", ""),
+          f"{H}: paths.images: '' must be an absolute path without '.', '..', '//' or a "
+          "trailing '/', of letters, digits and . _ + -"),
+        c("empty domain map", "empty", host("ipc", "domain_map", ""),
+          f"{H}: ipc.domain_map: '' is not an absolute xenstore path (components of "
+          "letters, digits, '-' and '_', no '//', no trailing '/')"),
+        c("empty name", "empty", lone("name", ""),
+          f"{ZZ}: name: '' is unsafe as a xenstore path component or file name (use "
+          "letters, digits, '-' and '_', at most 48)"),
+        c("empty type", "empty", dom("sa-vm", "type", ""),
+          f"{SA}: type: '': must be one of pv, pvh"),
+        c("empty readiness", "empty", dom("sa-vm", "readiness", ""),
+          f"{SA}: readiness: '': unknown mode; use one of running, connected, "
+          "xenstore:<key>"),
+        c("empty sha256", "empty", dom("sa-vm", "sha256", "", "kernel"),
+          f"{SA}: kernel.sha256: must be 64 lowercase hex digits (sha256sum's output)"),
+    ]
 
 
 def urls() -> list[Case]:

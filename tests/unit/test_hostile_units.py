@@ -21,11 +21,11 @@ from orchestrator.units import load_units
 from tests.conftest import run_orchestrate
 from tests.unit.corpus_edits import Case
 from tests.unit.corpus_structure import files, names_and_types, references, xenstore
-from tests.unit.corpus_values import network, numbers, paths, urls
+from tests.unit.corpus_values import empty_strings, network, numbers, paths, urls
 from tests.unit.unit_docs import Units
 
-CORPUS = numbers() + network() + urls() + paths() + xenstore() + names_and_types() + \
-    references() + files()
+CORPUS = numbers() + network() + empty_strings() + urls() + paths() + xenstore() + \
+    names_and_types() + references() + files()
 
 
 def build(case: Case, base: Path) -> Path:
@@ -81,8 +81,8 @@ def test_a_hostile_unit_is_refused_with_exit_2_naming_file_and_key_and_nothing_i
 def test_the_corpus_covers_every_class() -> None:
     counts = Counter(case.kind for case in CORPUS)
     print(dict(counts), sum(counts.values()))
-    assert set(counts) == {"numbers", "network", "urls", "paths", "xenstore", "names",
-                           "cross-file", "files"}
+    assert set(counts) == {"numbers", "network", "empty", "urls", "paths", "xenstore",
+                           "names", "cross-file", "files"}
     assert len({case.id for case in CORPUS}) == len(CORPUS)
 
 
