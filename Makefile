@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 ## the main job: build the images, boot the lab (real Xen under QEMU), review its console
 lab: images
 	$(PY) -m tests.lab.runner --out $(LAB)
-	$(VENV)/bin/orchestrate review $(LAB)/capture-ok.log
+	$(VENV)/bin/orchestrate review $(LAB)/capture-ok.log --svg $(LAB)/capture-ok.svg
 
 ## orchestrate against the seeds' sequential script: same lab, same images, two boots
 bench: images

@@ -91,33 +91,65 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"passthrough: {bdf} -> {passthrough[bdf].name} (after fetch-images)")
     for server, client in topology.ipc_pairs:
         print(f"vchan: {server} serves {client}")
+    for domain in config.domains:
+        for index, vif in enumerate(domain.vifs):
+            if vif.backend is None:
+                when = "served by dom0, in the xl config"
+            elif vif.attached_later:
+                when = (f"created without it; attached once {vif.backend} is ready "
+                        "(xl network-attach)")
+            else:
+                when = f"in the xl config: {domain.name} is created once {vif.backend} is ready"
+            print(f"vif: {domain.name} vif[{index}] -> {vif.backend or 'dom0'}: {when}")
     return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
+    """The recorded boot, the live picture, and with --check every difference from the plan."""
+    import json
+
+    from orchestrator import log as logmod
+    from orchestrator.context import Context, state_file
+    from orchestrator.host import Host
     from orchestrator.state import BootState
+    from orchestrator.status import as_json, differences, domain_views, observe, render
+    from orchestrator.topology import build_topology
 
     config = _load(args, sys.stderr)
-    state_dir = config.host.state_dir if config else "/run/orchestrator"
-    path = Path(args.root, state_dir.lstrip("/"), "state.json")
+    if config is None:
+        return EXIT_INVALID
+    logmod.configure("json" if args.json else args.log_format, args.debug)
+    host = Host(root=args.root, tools_path=config.host.tools_path,
+                command_timeout=config.host.command_timeout)
+    path = host.path(state_file(config))
     try:
         state = BootState.from_json(path.read_text())
     except FileNotFoundError:
         print(f"no state file at {path}: orchestrate has not run since boot")
         return EXIT_FAILED
-    for name, step in state.steps.items():
-        seconds = f" {step.seconds:.2f} s" if step.seconds is not None else ""
-        if step.cpu_seconds is not None:
-            seconds += f" (CPU {step.cpu_seconds:.2f} s)"
-        print(f"{name:26} {step.status}{seconds}{': ' + step.error if step.error else ''}")
-    for name, dom in state.domains.items():
-        print(f"{name:26} {dom.state} domid {dom.domid if dom.domid is not None else '-'}")
-    print(f"verdict: {state.verdict or '(boot still running or killed)'}")
-    return EXIT_OK if state.exit_code == 0 else EXIT_FAILED
+    ctx = Context(config=config, topology=build_topology(config), host=host, state=state,
+                  log=logmod.get_logger())
+    observed = observe(ctx)
+    diffs = None
+    if args.check:
+        if observed is None:
+            print("orchestrate status --check: `xl list` failed: run it as root on the dom0")
+            return EXIT_FAILED
+        try:
+            diffs = differences(ctx, ctx.xenstore(), observed)
+        finally:
+            ctx.close()
+    views = domain_views(ctx, observed)
+    if args.json:
+        print(json.dumps(as_json(state, views, observed is not None, diffs), indent=1))
+    else:
+        print("\n".join(render(state, views, observed is not None, diffs)))
+    return EXIT_OK if state.exit_code == 0 and not diffs else EXIT_FAILED
 
 
 def _review(args: argparse.Namespace) -> int:
     """Stdlib only, no unit files needed: with --units, the exact needs of each domain."""
+    from orchestrator.capture import CaptureError
     from orchestrator.review import review_path
 
     needs = None
@@ -129,14 +161,38 @@ def _review(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         topology = build_topology(config)
         needs = {name: topology.needs(name) for name in topology.names}
+    where = f"orchestrate review: {args.capture}"
     try:
-        text, code = review_path(args.capture, needs)
+        review = review_path(args.capture, args.boot, needs)
     except OSError as exc:
         print(f"orchestrate review: cannot read {args.capture}: {exc.strerror or exc}",
               file=sys.stderr)
         return EXIT_INVALID
-    sys.stdout.write(text)
-    return code
+    except CaptureError as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.boot is not None and review.boot is None:
+        print(f"{where}: there is no boot {args.boot}: the capture holds "
+              f"{review.boots_total} (--boot 1 to {review.boots_total})", file=sys.stderr)
+        return EXIT_INVALID
+    if args.svg and review.boot is not None:
+        from orchestrator.review_svg import render_svg
+
+        try:
+            Path(args.svg).write_text(render_svg(review), encoding="ascii")
+        except OSError as exc:
+            print(f"{where}: cannot write the chart to {args.svg}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_INVALID
+    if args.json:
+        from orchestrator.review_json import dumps
+
+        sys.stdout.write(dumps(review))
+    else:
+        from orchestrator.review_text import report
+
+        sys.stdout.write(report(review, args.capture))
+    return review.exit_code
 
 
 def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
@@ -257,7 +313,7 @@ def _watch(args: argparse.Namespace) -> int:
         finally:
             store.close()
         word = "OK" if code == EXIT_OK else "FAILED"
-        log.info("verdict", text=f"orchestrate: {word}: watch stopped (exit {code})")
+        log.info("verdict", word=word, detail="the follower stopped", code=code)
         return code
 
 
@@ -313,12 +369,17 @@ def _json_log(args: argparse.Namespace, host: Any, config: Any) -> Iterator[Any]
         host.log = logmod.get_logger()
         yield host.log
         return
-    log_dir = host.path(config.host.state_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "boot.jsonl", "a", encoding="utf-8") as json_file:
+    json_file = logmod.open_json_lines(host.path(config.host.state_dir) / "boot.jsonl")
+    try:
         logmod.configure(args.log_format, args.debug, json_file=json_file)
         host.log = logmod.get_logger()
         yield host.log
+    finally:
+        if json_file is not None:
+            try:
+                json_file.close()
+            except OSError:
+                pass  # the tee said so already
 
 
 # --------------------------------------------------------------------------------------
@@ -330,6 +391,12 @@ def _nonempty(value: str) -> str:
     if not value:
         raise argparse.ArgumentTypeError("must not be empty")
     return value
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number 0..999999999")
+    return int(value)
 
 
 def _directory(value: str) -> str:
@@ -349,6 +416,13 @@ OPTIONS = (
     Option("--dry-run", "print every action it would take; change nothing"),
     Option("--skip-preflight", "only warn when the toolstack and the hypervisor versions "
            "differ (a version pair the check does not know yet; expect xl to fail)"),
+    Option("--check", "compare xenstore and the vifs with the plan; exit 1 naming every "
+           "difference"),
+    Option("--json", "one JSON document (review: schemas/review-v1.schema.json)"),
+    Option("--svg", "also write a boot chart (a self-contained SVG) to FILE", "FILE",
+           convert=_nonempty),
+    Option("--boot", "review power cycle N of the capture (default: the last with lines of "
+           "orchestrate)", "N", convert=_count),
 )
 
 COMMANDS = (
@@ -356,10 +430,11 @@ COMMANDS = (
             options=("--dry-run", "--skip-preflight")),
     Command("check", "validate the unit files only", _check),
     Command("plan", "print the waves and the edges behind them", _plan),
-    Command("status", "print the state file of the last boot", _status),
+    Command("status", "the last boot, each domain's state and current domid", _status,
+            options=("--check", "--json")),
     Command("review", "read a serial capture: steps, domains, critical path, verdict, "
-            "first failure", _review,
-            arguments=(Argument("capture", "the raw serial capture (a file)"),)),
+            "first failure", _review, options=("--json", "--svg", "--boot"),
+            arguments=(Argument("capture", "the raw serial capture (a file; - reads stdin)"),)),
     Command("watch", "follow the domains after the boot and keep their plumbing true (the "
             "orchestrator-watch service; runs until stopped)", _watch),
     Command("shutdown", "stop the domains in reverse dependency order (OpenRC's stop)",

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import lifecycle, plumbing
+from orchestrator import dom0net, lifecycle, plumbing
 from orchestrator.context import Context
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, OrchestratorError
 from orchestrator.ipc import Domid
@@ -181,6 +181,12 @@ class Follower:
                 ctx.log.error("step failed", step=f"watch: {name}'s vifs", error=exc.message)
                 if exc.hint:
                     ctx.log.error("hint", hint=exc.hint)
+        try:
+            dom0net.connect(ctx, self.xl, alive)
+        except OrchestratorError as exc:
+            ctx.log.error("step failed", step="watch: dom0's vif", error=exc.message)
+            if exc.hint:
+                ctx.log.error("hint", hint=exc.hint)
 
     # ---- readiness after a restart ----------------------------------------------------------
 

@@ -5,9 +5,9 @@ Console lines are ASCII, one event a line, time since boot first, then the step:
     [  12.4] [5/9] bind-devices-to-pciback failed: 0000:03:00.0 ...
     [  12.4]       hint: check nic.bdf in units/host.toml (lspci -D)
 
-Event names are constant phrases; the fields carry the values. TEMPLATES turns the
-common events into short sentences for people; the JSON renderer keeps every field
-for machines (and `orchestrate review`).
+Event names are constant phrases; the fields carry the values. The event catalogue
+(events.py) turns each event into a short sentence for people that `orchestrate review`
+parses back; the JSON renderer keeps every field for machines.
 """
 
 from __future__ import annotations
@@ -16,54 +16,20 @@ import json
 import os
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from typing import IO, Any, TextIO
 
-from orchestrator.footprint import without_tls
+from orchestrator import events
+from orchestrator.footprint import without_asyncio, without_tls
 
-with without_tls():  # structlog -> asyncio -> ssl: no TLS is spoken here
+# structlog -> asyncio -> ssl: no TLS is spoken here, and nothing logs asynchronously
+with without_tls(), without_asyncio():
     import structlog
 
-# How the console shows an event; `{would}` is "would " in a dry run and "" otherwise.
-TEMPLATES: dict[str, str] = {
-    "start": "orchestrate {version} ({mode}), pid {pid}, root {root}",
-    "units loaded": "units {units}: {domains} domains, waves {waves}",
-    "step begin": "{step}",
-    "step ok": "{step} ok ({seconds:.2f} s)",
-    "step failed": "{step} failed: {error}",
-    "step partial": "{step} done with failures ({seconds:.2f} s): {failed}",
-    "step skipped": "{step} skipped: {reason}",
-    "hint": "hint: {hint}",
-    "already done": "{what}: already done",
-    "action": "{would}{text}",
-    "note": "{text}",
-    "check": "check {check}: {result}",
-    "warning": "WARNING: {text}",
-    "xl config": "  | {line}",
-    "xenstore node": "{would}xenstore {op} {path}{value_text} [{perms}]",
-    "fetch": "{would}fetch {url}",
-    "fetch expect": "  -> {path} ({size} B)",
-    "fetch sha256": "  sha256 {sha256:.24}...",
-    "fetch attempt failed": "fetch {url}: attempt {attempt}/{attempts} failed: {error}",
-    "domain transition": "{domain} {to_state}, domid {domid}: {cause}",
-    "vif attached": "{domain}: vif {devid} attached to {backend} (domid {backend_domid}): "
-                    "{cause}",
-    "vif detached": "{domain}: vif {devid} detached from dead {backend} (domid "
-                    "{backend_domid}): {cause}",
-    "domain state": "{domain}: {state}",
-    "domain ready": "{domain} ready as domid {domid} ({seconds:.2f} s after create)",
-    "domain failed": "{domain} failed: {error}",
-    "domain skipped": "{domain} skipped: {reason}",
-    "summary": "{text}",
-    "verdict": "{text}",
-}
-
-# Fields that only feed templates or context, and `detail` (for machines: JSON only);
-# not repeated as key=value on the console.
-_CONTEXT_FIELDS = {"event", "level", "uptime", "step_no", "step_count", "dry_run", "timestamp",
-                   "detail"}
-# Fields the console leaves to the JSON lines, per event.
-_JSON_ONLY = {"domain transition": {"from_state", "seconds"}}
+# How the console shows each event: orchestrator/events.py (one definition for this
+# renderer and for `orchestrate review`).
+TEMPLATES: dict[str, str] = {name: d.template for name, d in events.CATALOGUE.items()}
 
 
 def uptime() -> float:
@@ -80,10 +46,6 @@ def _add_uptime(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapp
     return event
 
 
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("ascii")
-
-
 class ConsoleRenderer:
     """One ASCII line per event for hvc0/ttyS0; colour only on a pseudo-terminal."""
 
@@ -91,53 +53,63 @@ class ConsoleRenderer:
         self.colour = colour
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> str:
-        name = str(event.get("event", ""))
-        values = {k: ("-" if v is None else v) for k, v in event.items()}
-        fields = {k: v for k, v in event.items()
-                  if k not in _CONTEXT_FIELDS and v is not None}
-        values["would"] = "would " if event.get("dry_run") else ""
-        template = TEMPLATES.get(name)
-        text = None
-        if template is not None:
-            try:
-                text = template.format(**values)
-                used = {k for k in fields if "{" + k in template}
-                fields = {k: v for k, v in fields.items() if k not in used}
-            except (KeyError, ValueError, IndexError):
-                text = None
-        if text is None:
-            text = name
-        hidden = _JSON_ONLY.get(name, set())
-        extra = " ".join(f"{k}={_show(v)}" for k, v in fields.items() if k not in hidden)
-        if extra:
-            text = f"{text} {extra}"
-        if "step_no" in event:
-            prefix = f"[{event['step_no']}/{event['step_count']}] "
-        else:
-            prefix = "      " if name == "hint" else ""
-        line = f"[{float(event.get('uptime', 0.0)):6.1f}] {prefix}{_ascii(text)}"
+        body, stepless = events.render_body(event)
+        try:
+            at = float(event.get("uptime", 0.0))
+        except (TypeError, ValueError):
+            at = 0.0
+        step_no = None if stepless else event.get("step_no")
+        line = events.line_prefix(at, step_no, event.get("step_count")) + body
         if self.colour and event.get("level") in ("error", "warning"):
             line = f"\x1b[1;31m{line}\x1b[0m"
         return line
 
 
-def _show(value: object) -> str:
-    text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
-
-
 class _TeeJson:
-    """Writes every event as a JSON line to a file, then passes it on."""
+    """Writes every event as a JSON line to a file, then passes it on.
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+    The file is on tmpfs: a full one (ENOSPC) or any other write error must not end
+    the boot. The first error is said once, on the console, and the tee stops.
+    """
+
+    def __init__(self, stream: IO[str], say: Callable[[str], None]) -> None:
+        self.stream: IO[str] | None = stream
+        self.say = say
 
     def __call__(
         self, _: Any, __: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        self.stream.write(json.dumps(dict(event), default=str, sort_keys=True) + "\n")
-        self.stream.flush()
+        if self.stream is None:
+            return event
+        try:
+            line = json.dumps(dict(event), default=str, sort_keys=True)
+        except (TypeError, ValueError):  # keys of mixed types, a circular value
+            line = json.dumps({str(k): str(v) for k, v in event.items()}, sort_keys=True)
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except OSError as exc:
+            name = getattr(self.stream, "name", "the JSON log")
+            try:  # drop what is buffered: closing later must not raise it again
+                self.stream.close()
+            except OSError:
+                pass
+            self.stream = None
+            self.say(f"cannot write {name}: {exc.strerror or exc}; its JSON lines stop "
+                     "here, the console goes on (free space on its filesystem)")
         return event
+
+
+def open_json_lines(path: Path) -> IO[str] | None:
+    """The JSON lines file of a boot, appended to; None (said once) if it cannot be
+    opened: the console is the record that matters, the file is for machines."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        get_logger().warning("warning", text=f"cannot open {path}: {exc.strerror or exc}; "
+                             "no JSON lines for this run, the console goes on")
+        return None
 
 
 def _interactive(stream: TextIO) -> bool:
@@ -164,12 +136,20 @@ def configure(
         structlog.processors.add_log_level,
         _add_uptime,
     ]
-    if json_file is not None:
-        processors.append(_TeeJson(json_file))
     if fmt == "json":
-        processors.append(structlog.processors.JSONRenderer(default=str, sort_keys=True))
+        render: Any = structlog.processors.JSONRenderer(default=str, sort_keys=True)
     else:
-        processors.append(ConsoleRenderer(colour=_interactive(stream)))
+        render = ConsoleRenderer(colour=_interactive(stream))
+    if json_file is not None:
+        out = stream
+
+        def say(text: str) -> None:
+            event = {"event": "warning", "level": "warning", "text": text,
+                     "uptime": round(uptime(), 2)}
+            print(render(None, "warning", event), file=out, flush=True)
+
+        processors.append(_TeeJson(json_file, say))
+    processors.append(render)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(10 if debug else 20),

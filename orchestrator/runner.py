@@ -16,6 +16,7 @@ import structlog
 
 from orchestrator.context import Context
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OrchestratorError
+from orchestrator.event_types import verdict_text
 from orchestrator.state import StepRecord
 from orchestrator.steps.devices import make_device_nodes
 from orchestrator.steps.domains import create_domains
@@ -59,15 +60,17 @@ def run_boot(ctx: Context, debug: bool = False) -> int:
         ctx.cancelled.clear()  # the domain threads have stopped; the rollback may wait
         with structlog.contextvars.bound_contextvars(step_no=number, step_count=count):
             return _stop(ctx, number, name, "interrupted", None, started,
-                         EXIT_INTERRUPTED, f"INTERRUPTED at {number}/{count} {name}")
+                         EXIT_INTERRUPTED, "INTERRUPTED")
     total = time.monotonic() - boot_started
-    failed = ctx.state.not_ready()
+    failed = ctx.state.not_ready() + [
+        what for step in ctx.state.steps.values() if step.status == "partial"
+        for what in (step.error or "").split(", ") if what not in ctx.state.domains]
     if failed:
-        return _finish(ctx, EXIT_FAILED, f"FAILED: {', '.join(failed)} not ready "
+        return _finish(ctx, EXIT_FAILED, "FAILED", f"{', '.join(failed)} not ready "
                        f"after {total:.1f} s")
     ready = len(ctx.state.domains)
     word = "would be" if ctx.host.dry_run else "are"
-    return _finish(ctx, EXIT_OK, f"OK: {ready} domains {word} ready, {total:.1f} s")
+    return _finish(ctx, EXIT_OK, "OK", f"{ready} domains {word} ready, {total:.1f} s")
 
 
 def _run_step(ctx: Context, name: str, step: Step,
@@ -104,7 +107,7 @@ def _run_step(ctx: Context, name: str, step: Step,
 
 
 def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
-          started: float, code: int = EXIT_FAILED, verdict: str | None = None) -> int:
+          started: float, code: int = EXIT_FAILED, word: str = "FAILED") -> int:
     record = ctx.state.steps[name] if name else StepRecord()
     record.status, record.error, record.hint = "failed", error, hint
     record.seconds = round(time.monotonic() - started, 3)
@@ -116,11 +119,11 @@ def _stop(ctx: Context, number: int, name: str, error: str, hint: str | None,
     if ctx.state.steps["bind-devices-to-pciback"].status != "pending":
         settle_after_abort(ctx)
     ctx.close()
-    return _finish(ctx, code, verdict or f"FAILED at {number}/{len(STEPS)} {name}")
+    return _finish(ctx, code, word, f"at {number}/{len(STEPS)} {name}")
 
 
-def _finish(ctx: Context, code: int, text: str) -> int:
-    ctx.state.verdict = text
+def _finish(ctx: Context, code: int, word: str, detail: str) -> int:
+    ctx.state.verdict = verdict_text(word, detail)
     ctx.state.exit_code = code
     ctx.state.usage = own_usage()
     if not ctx.host.dry_run:
@@ -129,7 +132,7 @@ def _finish(ctx: Context, code: int, text: str) -> int:
                      f"RSS {usage['peak_rss_mib']:.1f} MiB, {len(ctx.host.executed)} "
                      f"programs run")
     ctx.save()
-    ctx.log.info("verdict", text=f"orchestrate: {text} (exit {code})")
+    ctx.log.info("verdict", word=word, detail=detail, code=code)
     return code
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import time
 
-from orchestrator import lifecycle, plumbing, scheduler
+from orchestrator import dom0net, lifecycle, plumbing, scheduler
 from orchestrator.context import Context
 from orchestrator.errors import EXIT_FAILED, EXIT_OK, OrchestratorError
+from orchestrator.event_types import verdict_text
 from orchestrator.ipc import Domid
 from orchestrator.lifecycle import DomainState
+from orchestrator.probes import devices
 from orchestrator.runlock import exclusive
 from orchestrator.state import BootState
 from orchestrator.steps.handoff import return_devices
@@ -61,16 +63,17 @@ class Shutdown:
         seconds = time.monotonic() - started
         if self.forced or self.problems:
             what = [f"{', '.join(self.forced)} destroyed"] if self.forced else []
-            return self._verdict(EXIT_FAILED, "FAILED: " + "; ".join(what + self.problems)
-                                 + f", {seconds:.1f} s")
+            return self._verdict(EXIT_FAILED, "FAILED",
+                                 "; ".join(what + self.problems) + f", {seconds:.1f} s")
         word = "would be" if ctx.host.dry_run else "are"
-        return self._verdict(EXIT_OK, f"OK: {self.stopped} domains {word} stopped, "
+        return self._verdict(EXIT_OK, "OK", f"{self.stopped} domains {word} stopped, "
                              f"{seconds:.1f} s")
 
-    def _verdict(self, code: int, text: str) -> int:
-        self.ctx.state.verdict, self.ctx.state.exit_code = text, code
+    def _verdict(self, code: int, word: str, detail: str) -> int:
+        self.ctx.state.verdict = verdict_text(word, detail)
+        self.ctx.state.exit_code = code
         self.ctx.save()
-        self.ctx.log.info("verdict", text=f"orchestrate: {text} (exit {code})")
+        self.ctx.log.info("verdict", word=word, detail=detail, code=code)
         return code
 
     def stop(self, name: str, observed: Observed) -> None:
@@ -88,6 +91,7 @@ class Shutdown:
                 lifecycle.PRESENT | {DomainState.FAILED}):
             ctx.journal.apply(name, lifecycle.adopt, domid, f"running as domid {domid}")
         ctx.journal.apply(name, lifecycle.stop_begin, "xl shutdown")
+        self.release_dom0_vif(name)
         started = time.monotonic()
         domain = ctx.config.domain(name)
         try:
@@ -113,6 +117,20 @@ class Shutdown:
             self.problems.append(f"xenstore not cleaned after {name}: {exc.message}")
         if domain.pci:
             return_devices(ctx, list(domain.pci))
+
+    def release_dom0_vif(self, name: str) -> None:
+        """Before the driver domain serving dom0's vif stops: detach it (dom0 gets its NIC
+        back after, with the same address)."""
+        want = dom0net.wanted(self.ctx)
+        if want is None or want[1] != name:
+            return
+        for device in devices(self.ctx.xenstore(), 0, ("vif",)):
+            try:
+                self.xl.network_detach("0", device.devid,
+                                       self.ctx.config.host.command_timeout)
+            except OrchestratorError as exc:
+                self.ctx.log.warning("warning", text=f"dom0's vif {device.devid}: "
+                                     f"{exc.message}")
 
     def wait_gone(self, name: str, domid: Domid, timeout: float) -> None:
         """Until `name` under `domid` is gone from `xl list` (or shut down and preserved),

@@ -4,7 +4,9 @@ An edge `before -> after` means: `after` is created only once `before` is ready.
 Edges come from
 - `after = [...]` in a unit (explicit),
 - a vif with `backend = "X"`: xl resolves the backend domain when `xl create` runs and
-  the vif only connects once X serves it (XEN-FACTS.md, "xl"),
+  the vif only connects once X serves it (XEN-FACTS.md, "xl"); a vif attached later
+  (not `at_create`) makes a soft edge: no wait at creation, but the order of waves and
+  of the shutdown,
 - ipc: the client of a vchan starts after its server, so the server's rendezvous node
   exists before the client looks for it (libxenvchan's client does not wait).
 
@@ -27,6 +29,9 @@ class Edge(NamedTuple):
     before: str
     after: str
     reason: str
+    # False: `after` is created without waiting for `before`, and only its vif waits (a vif
+    # attached once its backend is ready); the order still holds for the shutdown
+    hard: bool = True
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,11 @@ class Topology:
 
     @cached_property
     def _befores(self) -> dict[str, tuple[str, ...]]:
-        return _adjacency(self.names, ((e.after, e.before) for e in self.edges))
+        return _adjacency(self.names, ((e.after, e.before) for e in self.edges if e.hard))
+
+    @cached_property
+    def _later_backends(self) -> dict[str, tuple[str, ...]]:
+        return _adjacency(self.names, ((e.after, e.before) for e in self.edges if not e.hard))
 
     @cached_property
     def _afters(self) -> dict[str, tuple[str, ...]]:
@@ -47,6 +56,10 @@ class Topology:
     def needs(self, name: str) -> tuple[str, ...]:
         """The domains that must be ready before `name` is created."""
         return self._befores.get(name, ())
+
+    def later_backends(self, name: str) -> tuple[str, ...]:
+        """The driver domains of vifs attached to `name` once they are ready."""
+        return self._later_backends.get(name, ())
 
     def dependents(self, name: str) -> tuple[str, ...]:
         """Every domain that transitively waits for `name`."""
@@ -87,25 +100,31 @@ def dependency_edges(domains: Iterable[DomainUnit]) -> list[Edge]:
     domains = list(domains)
     known = {d.name for d in domains}
     edges: dict[tuple[str, str], list[str]] = {}
+    hard: set[tuple[str, str]] = set()
 
-    def add(before: str, after: str, reason: str) -> None:
+    def add(before: str, after: str, reason: str, is_hard: bool = True) -> None:
         if before in known and after in known and before != after:
             reasons = edges.setdefault((before, after), [])
             if reason not in reasons:
                 reasons.append(reason)
+            if is_hard:
+                hard.add((before, after))
 
     for domain in domains:
         for other in domain.after:
             add(other, domain.name, "after=")
         for vif in domain.vifs:
-            if vif.backend:
-                add(vif.backend, domain.name, "vif backend=")
+            if vif.backend and vif.at_create:
+                add(vif.backend, domain.name, "vif backend=, at_create")
+            elif vif.backend:
+                add(vif.backend, domain.name, "vif backend= (attached once ready)",
+                    is_hard=False)
         for client in domain.serve:
             add(domain.name, client, "ipc serve")
         for server in domain.connect:
             add(server, domain.name, "ipc connect")
     return [
-        Edge(before, after, ", ".join(reasons))
+        Edge(before, after, ", ".join(reasons), (before, after) in hard)
         for (before, after), reasons in sorted(edges.items())
     ]
 
@@ -160,7 +179,7 @@ def build_topology(config: Config) -> Topology:
     level = dict.fromkeys(names, 0)
     ready = deque(name for name in names if waiting[name] == 0)
     placed = 0
-    while ready:  # Kahn's algorithm: a domain is placed once everything it needs is
+    while ready:  # Kahn's algorithm: a domain is placed once all before it are placed
         name = ready.popleft()
         placed += 1
         for after in afters[name]:

@@ -11,12 +11,13 @@ qubes/vm/mix/net.py). Where a vif's backend is comes from libxl's dom0-only reco
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from orchestrator.context import Context
 from orchestrator.errors import OrchestratorError
-from orchestrator.ipc import Domid
+from orchestrator.ipc import Domid, placeholder_domid
 from orchestrator.probes import Device, devices, is_connected
+from orchestrator.units import Vif
 from orchestrator.xl import Xl
 from orchestrator.xlcfg import vif_spec
 
@@ -43,29 +44,51 @@ def repair_vifs(ctx: Context, xl: Xl, name: str, domid: Domid,
         if vif.backend is None:
             continue  # dom0 serves it: no driver domain can die under it
         want = served_by(ctx, vif.backend)
-        devid = record.vifs.get(str(index), index)
-        device = present.get(devid)
+        devid = record.vifs.get(str(index), config_devid(domain.vifs, index))
+        device = present.get(devid) if devid is not None else None
         if device is not None and device.backend_domid == want:
             continue
         if device is not None:
             if device.backend_domid in alive:
                 continue  # served by a live domain: the backend is on its way up
             _detach(ctx, xl, name, device, vif.backend)
-            present.pop(devid)
+            present.pop(device.devid)
             record.vifs.pop(str(index), None)
         if want is None:
             continue
         device = _attach(ctx, xl, name, domid, index, vif_spec(vif), set(present), cause)
-        present[device.devid] = device
+        if device is not None:
+            present[device.devid] = device
         attached += 1
     return attached
 
 
-def dead_vifs(ctx: Context, name: str, domid: Domid,
-              alive: Collection[Domid]) -> list[Device]:
-    """The domain's vifs whose backend domain no longer exists."""
-    return [d for d in devices(ctx.xenstore(), domid, ("vif",))
-            if d.backend_domid not in alive]
+def config_devid(vifs: tuple[Vif, ...], index: int) -> int | None:
+    """The devid libxl gave a vif of the xl config: its place among the config's vifs
+    (xl_parse numbers them in order); None for one attached later."""
+    if vifs[index].attached_later:
+        return None
+    return sum(1 for v in vifs[:index] if not v.attached_later)
+
+
+def attach_later_vifs(ctx: Context, xl: Xl, name: str, domid: Domid,
+                      backend_done: Callable[[str], bool]) -> None:
+    """During the boot: each vif of `name` left out of its xl config is attached once its
+    backend is ready (backend_done(backend) waits until the backend's own bring-up ended).
+    A backend that did not get ready leaves the vif unattached, said; the follower attaches
+    it when the backend comes up."""
+    domain = ctx.config.domain(name)
+    store = ctx.xenstore()
+    for index, vif in enumerate(domain.vifs):
+        if not vif.attached_later or vif.backend is None:
+            continue
+        if not backend_done(vif.backend) or served_by(ctx, vif.backend) is None:
+            ctx.log.warning("warning", text=f"{name}'s vif[{index}] is not attached: "
+                            f"{vif.backend} is not ready")
+            continue
+        before = {d.devid for d in devices(store, domid, ("vif",))}
+        _attach(ctx, xl, name, domid, index, vif_spec(vif), before,
+                cause=f"{vif.backend} is ready")
 
 
 def _detach(ctx: Context, xl: Xl, name: str, device: Device, backend: str) -> None:
@@ -76,12 +99,19 @@ def _detach(ctx: Context, xl: Xl, name: str, device: Device, backend: str) -> No
 
 
 def _attach(ctx: Context, xl: Xl, name: str, domid: Domid, index: int, spec: str,
-            before: set[int], cause: str) -> Device:
+            before: set[int], cause: str) -> Device | None:
+    """`xl network-attach`, then until the vif is Connected; None in a dry run."""
     domain = ctx.config.domain(name)
     backend = domain.vifs[index].backend or "Domain-0"
     started = time.monotonic()
     xl.network_attach(name, spec, ctx.remaining(ctx.config.host.command_timeout))
     store = ctx.xenstore()
+    if ctx.host.dry_run:  # no devid before a real attach: say what would be waited for
+        store.wait([], lambda _: None, domain.readiness.timeout,
+                   what=f"{name}'s vif[{index}] to connect to {backend}")
+        ctx.log.info("vif attached", domain=name, devid=index, backend=backend,
+                     backend_domid=placeholder_domid(backend), seconds=None, cause=cause)
+        return None
     new = [d for d in devices(store, domid, ("vif",)) if d.devid not in before]
     if not new:
         raise OrchestratorError(

@@ -47,8 +47,10 @@ def render_xl_config(domain: DomainUnit, kernel_path: str, ramdisk_path: str | N
     ]
     if domain.pci:
         lines.append(f"pci = {_list(list(domain.pci))}")
-    if domain.vifs:
-        lines.append(f"vif = {_list([vif_spec(v) for v in domain.vifs])}")
+    # a vif attached once its backend is ready is not in the config (orchestrator/vifs.py)
+    at_create = [v for v in domain.vifs if not v.attached_later]
+    if at_create:
+        lines.append(f"vif = {_list([vif_spec(v) for v in at_create])}")
     lines += [
         f"on_poweroff = {_q(domain.on_poweroff)}",
         f"on_reboot = {_q(domain.on_reboot)}",

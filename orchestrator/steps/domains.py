@@ -15,16 +15,18 @@ given back to dom0 (DESIGN.md "After the boot").
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
-from orchestrator import lifecycle, plumbing, scheduler
+from orchestrator import dom0net, lifecycle, plumbing, scheduler
 from orchestrator.context import Context
 from orchestrator.errors import OrchestratorError
 from orchestrator.ipc import Domid
 from orchestrator.probes import probe_for
 from orchestrator.steps.handoff import return_devices
 from orchestrator.units import DomainUnit
-from orchestrator.vifs import repair_vifs
+from orchestrator.vifs import attach_later_vifs, repair_vifs
 from orchestrator.xl import Xl, logs_hint
 from orchestrator.xlcfg import render_xl_config
 
@@ -69,13 +71,18 @@ def create_domains(ctx: Context) -> None:
     if any(lifecycle.is_present(ctx.journal.record(n)) for n in order):
         plumbing.provision(ctx)
     alive = {domid for domid, _ in observed.values()} | {DOM0}
+    finished = {name: threading.Event() for name in order}
 
     def task(name: str) -> None:
-        bring_up(ctx, xl, ctx.config.domain(name), observed, alive)
+        try:
+            bring_up(ctx, xl, ctx.config.domain(name), observed, alive,
+                     lambda backend: _wait_finished(ctx, finished[backend]))
+        finally:
+            finished[name].set()
 
     scheduler.walk(order, scheduler.forwards(ctx.topology), task,
                    ctx.host.parallelism(len(order)), interrupted=ctx.cancelled.set)
-    ctx.partial.extend(ctx.state.not_ready())
+    ctx.partial.extend(n for n in ctx.state.not_ready() if n not in ctx.partial)
 
 
 def adopt(ctx: Context, name: str, domid: int, flags: str) -> None:
@@ -93,8 +100,15 @@ def adopt(ctx: Context, name: str, domid: int, flags: str) -> None:
     ctx.journal.apply(name, lifecycle.adopt, domid, cause)
 
 
+def _wait_finished(ctx: Context, event: threading.Event) -> bool:
+    """Until a domain's own bring-up ended (bounded by the boot's deadline)."""
+    while not event.wait(timeout=min(1.0, ctx.remaining(ctx.config.host.boot_deadline))):
+        pass
+    return True
+
+
 def bring_up(ctx: Context, xl: Xl, domain: DomainUnit, observed: Observed,
-             alive: set[int]) -> None:
+             alive: set[int], backend_done: Callable[[str], bool]) -> None:
     name = domain.name
     record = ctx.journal.record(name)
     state = lifecycle.state_of(record)
@@ -108,12 +122,13 @@ def bring_up(ctx: Context, xl: Xl, domain: DomainUnit, observed: Observed,
             ctx.journal.apply(name, lifecycle.skip, f"it needs {need}, which is not ready")
             return
     try:
-        create_and_boot(ctx, xl, domain)
+        create_and_boot(ctx, xl, domain, backend_done)
     except OrchestratorError as exc:
         fail_ours(ctx, xl, domain, exc)
 
 
-def create_and_boot(ctx: Context, xl: Xl, domain: DomainUnit) -> None:
+def create_and_boot(ctx: Context, xl: Xl, domain: DomainUnit,
+                    backend_done: Callable[[str], bool]) -> None:
     name = domain.name
     started = time.monotonic()
     domid = xl.create_paused(name, xl_config_path(ctx, name),
@@ -122,8 +137,23 @@ def create_and_boot(ctx: Context, xl: Xl, domain: DomainUnit) -> None:
     ctx.journal.apply(name, lifecycle.provision, plumbing.provision(ctx))
     xl.unpause(name, domid)
     ctx.journal.apply(name, lifecycle.unpause)
+    attach_later_vifs(ctx, xl, name, domid, backend_done)
     reason = wait_ready(ctx, xl, domain, domid)
     ctx.journal.apply(name, lifecycle.ready, reason, round(time.monotonic() - started, 2))
+    connect_dom0(ctx, xl, name)
+
+
+def connect_dom0(ctx: Context, xl: Xl, name: str) -> None:
+    """When `name` takes dom0's NIC and dom0's network moves to a vif it serves."""
+    want = dom0net.wanted(ctx)
+    if want is None or want[1] != name:
+        return
+    try:
+        dom0net.connect(ctx, xl, alive=[DOM0])
+    except OrchestratorError as exc:
+        ctx.partial.append("dom0's vif")
+        ctx.log.error("note", text=f"dom0's network through {name}: {exc.message}")
+        ctx.log.error("hint", hint=exc.hint or logs_hint(name))
 
 
 def converge_adopted(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid, flags: str,
@@ -143,6 +173,7 @@ def converge_adopted(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid, fla
         ctx.log.warning("hint", hint=exc.hint or logs_hint(name))
         return
     ctx.journal.apply(name, lifecycle.ready, reason)
+    connect_dom0(ctx, xl, name)
 
 
 def fail_ours(ctx: Context, xl: Xl, domain: DomainUnit, exc: OrchestratorError) -> None:

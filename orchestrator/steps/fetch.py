@@ -74,13 +74,33 @@ def fetch_images(ctx: Context) -> None:
             wanted.append((domain, image, dest))
     if not wanted:
         return  # nothing to fetch: dom0's NIC is not needed (it may be net-vm's already)
-    if cfg.nic is not None:
+    if cfg.nic is not None and not _through_driver_domain(ctx, cfg.nic):
         _nic_still_ours(ctx, cfg.nic)
         bring_nic_up(ctx, cfg.nic)
     started = time.monotonic()
     for domain, image, dest in wanted:
         _fetch_one(ctx, image, dest, started, domain.source)
         ctx.state.images[image.file_name] = dest
+
+
+def _through_driver_domain(ctx: Context, nic: NicConfig) -> bool:
+    """After the handoff with `after_handoff = "vif"`: dom0 fetches through its vif (the
+    driver domain routes it), if the vif has dom0's address."""
+    if nic.after_handoff != "vif" or pci_driver(ctx, nic.bdf) != "pciback":
+        return False
+    from orchestrator.dom0net import interface_with_mac, vif_mac
+
+    interface = interface_with_mac(ctx, vif_mac(nic))
+    if interface is None:
+        return False
+    import dataclasses
+
+    through = nic_has_address(ctx, dataclasses.replace(nic, interface=interface))
+    owner = ctx.config.passthrough().get(nic.bdf)
+    if through:
+        ctx.log.info("note", text=f"fetching through dom0's vif {interface} (the NIC is "
+                     f"{owner.name if owner else 'no domain'}'s)")
+    return through
 
 
 def _nic_still_ours(ctx: Context, nic: NicConfig) -> None:

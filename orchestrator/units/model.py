@@ -4,10 +4,9 @@
 checks them across files; everything downstream (topology, xl configs, the steps) reads
 only these classes. The reference for every field is the README's unit file table.
 
-The small value types are NamedTuples and the large ones frozen dataclasses: every run
-of orchestrate imports this module, and a frozen dataclass costs ~0.5 ms to define (its
-methods are generated with exec) where a NamedTuple costs ~0.05 ms; start-up is boot
-time (STYLE.md, cloud-init's lesson).
+Frozen dataclasses (callers use dataclasses.replace on them), but UnitNote, a message, is
+a NamedTuple: a frozen dataclass costs ~0.5 ms to define (its methods are generated with
+exec), every run imports this module, and start-up is boot time.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ DEFAULT_STOP_TIMEOUT = 30.0
 RESTART_ACTIONS = ("restart", "rename-restart", "coredump-restart")
 
 
-class Image(NamedTuple):
+@dataclass(frozen=True)
+class Image:
     """A file fetched from the build server, pinned by size and sha256."""
 
     url: str
@@ -31,15 +31,25 @@ class Image(NamedTuple):
     file_name: str
 
 
-class Vif(NamedTuple):
+@dataclass(frozen=True)
+class Vif:
     ip: str | None = None  # one or more addresses, space-separated, canonical spelling
     backend: str | None = None
     mac: str | None = None  # lower case
     bridge: str | None = None
     script: str | None = None
+    # True: in the xl config, so the domain is created only once the backend is ready (the
+    # guest has its network at first boot). False: the domain boots without it and the vif
+    # is attached (`xl network-attach`) once the backend is ready.
+    at_create: bool = False
+
+    @property
+    def attached_later(self) -> bool:
+        return self.backend is not None and not self.at_create
 
 
-class Readiness(NamedTuple):
+@dataclass(frozen=True)
+class Readiness:
     """What "ready" means for a domain (DESIGN.md, "Readiness")."""
 
     mode: str  # "running" | "connected" | "xenstore"
@@ -83,13 +93,20 @@ class DomainUnit:
         return tuple(key for key, action in actions if action in RESTART_ACTIONS)
 
 
-class NicConfig(NamedTuple):
+@dataclass(frozen=True)
+class NicConfig:
     """dom0's physical NIC: used for the fetch, then handed to pciback."""
 
     bdf: str
     interface: str
     address: str  # "a.b.c.d/len" or "dhcp"
     gateway: str | None
+    # dom0's network after the handoff: "none" (dom0 has none, seed 002's end state) or
+    # "vif" (a vif served by the domain that takes the NIC; the address and default route
+    # move there, seed 000)
+    after_handoff: str = "none"
+    vif_mac: str | None = None  # the vif's MAC (default: derived from the NIC's BDF)
+    vif_script: str | None = None  # the hotplug script the driver domain runs for it
 
 
 @dataclass(frozen=True)

@@ -120,8 +120,16 @@ def _nic(t: Table) -> NicConfig:
             problem = f"{ip} must be another host of {iface.network} (nic.address)"
         _report(t, "gateway", problem)
         gateway = str(ip) if ip is not None else gateway
+    after_handoff = t.string("after_handoff", "none")
+    if after_handoff not in ("none", "vif"):
+        t.problem("after_handoff", f'{show(after_handoff)}: must be "none" or "vif"')
+    vif_mac = t.text("vif_mac", rule=rules.mac_problem)
+    vif_script = t.text("vif_script", rule=rules.script_problem)
     t.finish()
-    return NicConfig(bdf=bdf, interface=interface, address=address, gateway=gateway)
+    return NicConfig(bdf=bdf, interface=interface, address=address, gateway=gateway,
+                     after_handoff=after_handoff,
+                     vif_mac=vif_mac.lower() if vif_mac is not None else None,
+                     vif_script=vif_script)
 
 
 def parse_domain(file: str, data: dict[str, Any], host: HostUnit,
@@ -202,8 +210,10 @@ def _vif(t: Table) -> Vif:
     mac = mac.lower() if mac is not None else None
     bridge = t.text("bridge", rule=_ifname_problem)
     script = t.text("script", rule=rules.script_problem)
+    at_create = t.flag("at_create", False)
     t.finish()
-    return Vif(ip=ip, backend=backend, mac=mac, bridge=bridge, script=script)
+    return Vif(ip=ip, backend=backend, mac=mac, bridge=bridge, script=script,
+               at_create=at_create)
 
 
 def _readiness(t: Table, host: HostUnit) -> Readiness:

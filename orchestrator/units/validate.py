@@ -39,6 +39,11 @@ def cross_file_problems(config: Config, domain_dir: str,
     problems += _device_problems(config)
     problems += _image_problems(config.domains)
     problems += _total_problems(config, domain_dir)
+    nic = config.host.nic
+    if nic is not None and nic.after_handoff == "vif" and nic.bdf not in config.passthrough():
+        problems.append(UnitProblem(config.host.source, "nic.after_handoff",
+                                    f'"vif" needs a domain that takes {nic.bdf} (its pci) to '
+                                    "serve dom0's vif"))
     if not references and all_read:
         cycle = find_cycle(config.domains)
         if cycle:
@@ -83,6 +88,8 @@ def _device_problems(config: Config) -> Iterable[UnitProblem]:
         ip_owner[nic.address.split("/")[0]] = f"{config.host.source} (nic.address)"
     if nic and nic.gateway:
         ip_owner.setdefault(nic.gateway, f"{config.host.source} (nic.gateway)")
+    if nic and nic.after_handoff == "vif" and nic.vif_mac:
+        mac_owner[nic.vif_mac] = f"{config.host.source} (nic.vif_mac)"
     for domain in config.domains:
         for i, bdf in enumerate(domain.pci):
             if bdf_owner.setdefault(bdf, domain.source) != domain.source:

@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,48 @@ class Boot:
         return {name: s["status"] for name, s in self.state.get("steps", {}).items()}
 
 
+class Follower:
+    """A running `orchestrate watch`: its console lines as they come, its process."""
+
+    def __init__(self, box: Appliance, proc: subprocess.Popen[str]) -> None:
+        self.box, self.proc = box, proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 20, after: int = 0) -> str:
+        """The first console line (from index `after`) matching pattern."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[after:]:
+                if re.search(pattern, line):
+                    return line
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no follower line matched {pattern!r}:\n" + "\n".join(self.lines))
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.box.root / STATE_DIR / "boot.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(5)
+        return code
+
+
 class Appliance:
     def __init__(self, base: Path, sockdir: Path, *, devices: tuple[PciDevice, ...] = (NIC, USB),
                  **kernel_options: Any) -> None:
@@ -222,6 +265,29 @@ class Appliance:
         return self._finished(proc.returncode, proc.stderr + proc.stdout,
                               time.monotonic() - started)
 
+    def run(self, command: str, *args: str, timeout: float = 90) -> Boot:
+        """`orchestrate COMMAND ...` (status, shutdown), the subcommand first."""
+        started = time.monotonic()
+        argv = [sys.executable, "-m", "orchestrator", command, "--root", str(self.root),
+                "--units", str(self.units), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                              env=self.env, check=False)
+        return self._finished(proc.returncode, proc.stderr + proc.stdout,
+                              time.monotonic() - started)
+
+    def xl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The xl stand-in as an operator runs it (`xl destroy sa-vm`)."""
+        return subprocess.run(["xl", *args], capture_output=True, text=True, timeout=timeout,
+                              env=self.env, check=False)
+
+    def follower(self) -> Follower:
+        """`orchestrate watch` in the background (the orchestrator-watch service)."""
+        return Follower(self, subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "watch", "--root", str(self.root),
+             "--units", str(self.units)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env=self.env))
+
     def boot_until(self, console_pattern: str, sig: int = signal.SIGKILL,
                    timeout: float = 60) -> Boot:
         """Start a boot and send `sig` once a console line matches the pattern."""
@@ -253,9 +319,13 @@ class Appliance:
         self.check_only_standins_ran()
         state_path = self.root / STATE_DIR / "state.json"
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        # boot.jsonl holds every run of this power cycle: this run's events follow the
+        # last "start" event (its pid is the run's own)
         events_path = self.root / STATE_DIR / "boot.jsonl"
-        events = [json.loads(line) for line in events_path.read_text().splitlines()
-                  if line.strip()] if events_path.exists() else []
+        every = [json.loads(line) for line in events_path.read_text().splitlines()
+                 if line.strip()] if events_path.exists() else []
+        starts = [i for i, e in enumerate(every) if e.get("event") == "start"]
+        events = every[starts[-1]:] if starts else every
         return Boot(code, console, state, events, seconds)
 
     def check_only_standins_ran(self) -> None:

@@ -61,6 +61,10 @@ SAME_IN_ANY_POSITION = [
     (["--units", "U", "review", "cap.log"], "review", {"units": "U", "capture": "cap.log"}),
     (["review", "cap.log", "--units", "U"], "review", {"units": "U", "capture": "cap.log"}),
     (["review", "--", "--odd-name.log"], "review", {"capture": "--odd-name.log"}),
+    (["--json", "status", "--check"], "status", {"json": True, "check": True}),
+    (["--boot", "2", "review", "-", "--svg", "chart.svg", "--json"], "review",
+     {"boot": 2, "capture": "-", "svg": "chart.svg", "json": True}),
+    (["review", "x.log"], "review", {"boot": None, "svg": None, "json": False}),
 ]
 
 
@@ -102,6 +106,10 @@ REFUSED = [
      "(see orchestrate check --help)"),
     (["status", "--units"], "orchestrate status: argument --units: expected one argument "
      "(see orchestrate status --help)"),
+    (["review", "x.log", "--boot", "-1"], "orchestrate review: argument --boot: '-1' is "
+     "not a number 0..999999999 (see orchestrate review --help)"),
+    (["--json", "check"], "orchestrate: --json does not apply to check (only to status, "
+     "review) (see orchestrate --help)"),
     (["\x1b[2J\n"], "orchestrate: argument COMMAND: invalid choice: '\\x1b[2J\\n' (choose "
      "from 'boot', 'check', 'plan', 'status', 'review', 'watch', 'shutdown') "
      "(see orchestrate --help)"),
@@ -172,6 +180,7 @@ def test_status_reads_the_state_file_under_root_wherever_root_is_given(
 
 TOKENS = ["boot", "check", "plan", "status", "review", "watch", "shutdown", "--units",
           "--root", "--log-format", "--debug", "--dry-run", "--skip-preflight", "--help",
+          "--check", "--json", "--svg", "--boot", "1", "-1", "x.svg",
           "--version", "-h", "--", "-", "json", "console", "/", "/tmp", "units", "x.log",
           "--units=", "--root=/", "--log-format=json", "--dry", "-x", ""]
 

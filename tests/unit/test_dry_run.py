@@ -67,10 +67,12 @@ def test_dry_run_shows_what_the_issue_asks_for(tmp_path: Path) -> None:
         "sha256 0a1b2c3d4e5f60718293a4b5...",
         "  /sys/bus/pci/drivers/e1000/bind <- 0000:00:03.0",  # the rollback plan
         "would write /sys/bus/pci/devices/0000:00:03.0/driver/unbind <- 0000:00:03.0",
-        '| vif = [ "ip=10.0.5.103,backend=net-vm" ]',
         "would xl create -p",
         "would xenstore mkdir /local/domain/<domid:sa-vm>/ipc/direct/<domid:workload-vm> "
         "[n<domid:sa-vm> r<domid:workload-vm>]",
+        "would xl unpause <domid:workload-vm>",
+        # the vif is attached once net-vm is ready, after workload-vm was created
+        "would xl network-attach workload-vm ip=10.0.5.103,backend=net-vm",
         "orchestrate: OK: 3 domains would be ready",
     ]
     for line in wanted:

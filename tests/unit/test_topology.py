@@ -32,7 +32,7 @@ def test_example_starts_net_vm_and_sa_vm_together_then_workload_vm() -> None:
     assert topology.waves == (("net-vm", "sa-vm"), ("workload-vm",))
     reasons = {(e.before, e.after): e.reason for e in topology.edges}
     assert reasons == {
-        ("net-vm", "workload-vm"): "vif backend=",
+        ("net-vm", "workload-vm"): "vif backend= (attached once ready)",
         ("sa-vm", "workload-vm"): "ipc serve, ipc connect",
     }
     assert topology.ipc_pairs == (("sa-vm", "workload-vm"),)
@@ -73,10 +73,14 @@ def test_plan_prints_waves_and_the_edges_behind_them(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[:5] == [
         "wave 1: net-vm, sa-vm",
         "wave 2: workload-vm",
-        "  net-vm -> workload-vm  (vif backend=)",
+        "  net-vm -> workload-vm  (vif backend= (attached once ready))",
         "  sa-vm -> workload-vm  (ipc serve, ipc connect)",
         "passthrough: 0000:00:03.0 -> net-vm (after fetch-images)",
     ]
+    # when each vif attaches (issue 11: the shorter critical path)
+    assert result.stdout.splitlines()[-1] == (
+        "vif: workload-vm vif[0] -> net-vm: created without it; attached once net-vm is "
+        "ready (xl network-attach)")
 
 
 def test_a_chain_of_a_thousand_domains_needs_no_recursion() -> None:
@@ -108,3 +112,22 @@ def test_a_chain_of_a_thousand_domains_needs_no_recursion() -> None:
 def test_build_topology_refuses_a_cycle_it_was_not_meant_to_see() -> None:
     with pytest.raises(ValueError, match="dependency cycle"):
         topo(dom("a", after=("b",)), dom("b", after=("a",)))
+
+
+def test_a_vif_attached_later_is_no_create_dependency_but_orders_the_shutdown() -> None:
+    import dataclasses
+
+    from orchestrator.scheduler import backwards, forwards
+
+    config = load_units(EXAMPLE_UNITS)
+    topology = build_topology(config)
+    assert topology.needs("workload-vm") == ("sa-vm",), "created once sa-vm is ready only"
+    assert topology.later_backends("workload-vm") == ("net-vm",)
+    assert forwards(topology)["workload-vm"] == ("sa-vm",)
+    assert backwards(topology)["net-vm"] == ("workload-vm",), "it stops after its client"
+    work = config.domain("workload-vm")
+    at_create = dataclasses.replace(work, vifs=(dataclasses.replace(work.vifs[0],
+                                                                     at_create=True),))
+    other = tuple(d for d in config.domains if d.name != "workload-vm")
+    topology = build_topology(dataclasses.replace(config, domains=(*other, at_create)))
+    assert topology.needs("workload-vm") == ("net-vm", "sa-vm"), "today's behaviour, per vif"

@@ -23,8 +23,10 @@ def test_pvh_without_ramdisk_and_with_every_vif_key_renders_as_golden() -> None:
     base = load_units(EXAMPLE_UNITS).domain("workload-vm")
     domain = dataclasses.replace(
         base, type="pvh", ramdisk=None, extra="", on_crash="preserve",
-        vifs=(Vif(ip="10.0.5.103 10.0.5.104", backend="net-vm", mac="00:16:3e:00:00:03"),
-              Vif(bridge="xenbr0", script="vif-route")),
+        vifs=(Vif(ip="10.0.5.103 10.0.5.104", backend="net-vm", mac="00:16:3e:00:00:03",
+                  at_create=True),
+              Vif(bridge="xenbr0", script="vif-route"),
+              Vif(ip="10.0.5.105", backend="net-vm")),  # attached later: not in the config
     )
     check_golden("xl/pvh-two-vifs.cfg", render_xl_config(domain, "/img/k", None))
 
