@@ -157,6 +157,24 @@ def network() -> list[Case]:
         c("gateway with dhcp", "network", host("nic", "address", "dhcp"),
           f"{H}: nic.gateway: a gateway needs a static address (udhcpc takes the DHCP "
           "server's)"),
+        c("dom0's vif with no domain taking the NIC", "network",
+          both(host("nic", "after_handoff", "vif"), dom("net-vm", "pci", [])),
+          f"{H}: nic.after_handoff: \"vif\" needs a domain that takes 0000:00:03.0 (its "
+          "pci) to serve dom0's vif"),
+        c("nic after_handoff unknown", "network", host("nic", "after_handoff", "bridge"),
+          f"{H}: nic.after_handoff: 'bridge': must be \"none\" or \"vif\""),
+        c("dom0's vif MAC is multicast", "network", host("nic", "vif_mac", "03:16:3e:00:00:01"),
+          f"{H}: nic.vif_mac: 03:16:3e:00:00:01 is a multicast or broadcast address (low bit "
+          "of the first byte set); use a unicast one, e.g. 00:16:3e:xx:xx:xx (Xen's prefix)"),
+        c("dom0's vif MAC used by a domain's vif", "network",
+          both(host("nic", "after_handoff", "vif"), host("nic", "vif_mac", "00:16:3e:0a:0b:0c"),
+               vif("mac", "00:16:3E:0A:0B:0C")),
+          f"{WL}: vif[0].mac: 00:16:3e:0a:0b:0c is also used in {{units}}/{H} (nic.vif_mac)"),
+        c("dom0's vif script with ..", "network", host("nic", "vif_script", "../vif-x"),
+          f"{H}: nic.vif_script: '../vif-x': use a script name from /etc/xen/scripts (e.g. "
+          "vif-route) or an absolute path"),
+        c("vif at_create not a boolean", "network", vif("at_create", "yes"),
+          f"{WL}: vif[0].at_create: must be true or false, not a string"),
         c("nic bdf syntax", "network", host("nic", "bdf", "00:03.0"),
           f"{H}: nic.bdf: '00:03.0' is not a PCI address like 0000:03:00.0 (lspci -D shows "
           "them)"),

@@ -25,7 +25,8 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
 
 HOST_KEYS = {
     "build_server": ("url", "request_timeout", "attempts", "deadline"),
-    "nic": ("bdf", "interface", "address", "gateway"),
+    "nic": ("bdf", "interface", "address", "gateway", "after_handoff", "vif_mac",
+            "vif_script"),
     "xen": ("modules", "tools_path", "xenstored_args", "xenconsoled_args", "autoballoon"),
     "paths": ("images", "state"),
     "deadlines": ("boot", "xenstored", "command", "create"),
@@ -35,12 +36,13 @@ DOMAIN_KEYS = ("name", "type", "memory", "vcpus", "extra", "pci", "after", "read
                "ready_timeout", "stop_timeout", "on_poweroff", "on_reboot", "on_crash")
 DOMAIN_TABLES = {"kernel": ("url", "sha256", "size"), "ramdisk": ("url", "sha256", "size"),
                  "ipc": ("serve", "connect")}
-VIF_KEYS = ("ip", "backend", "mac", "bridge", "script")
+VIF_KEYS = ("ip", "backend", "mac", "bridge", "script", "at_create")
 
 PLAUSIBLE = [
     "net-vm", "sa-vm", "workload-vm", "Domain-0", "0", "pv", "pvh", "restart", "destroy",
     "running", "connected", "xenstore:data/ready", "xenstore:name", "xenstore:data",
-    "0000:00:03.0", "0000:00:04.0", "10.0.5.103", "10.0.2.15", "10.0.2.15/24", "dhcp",
+    "0000:00:03.0", "0000:00:04.0", "vif", "none", "10.0.5.103", "10.0.2.15", "dhcp",
+    "10.0.2.15/24",
     "::ffff:10.0.5.103", "2001:db8::1", "00:16:3e:00:00:01", "ff:ff:ff:ff:ff:ff", "eth0",
     "vif-route", "../x", "/etc/xen/scripts/vif-nat", "/run/x", "/", "/proc", "/ipc/map",
     "/local/domain/0", "/local/domain/{server}/ipc/direct/{client}", "guest/vmlinux",
