@@ -61,6 +61,8 @@ SAME_IN_ANY_POSITION = [
     (["--units", "U", "review", "cap.log"], "review", {"units": "U", "capture": "cap.log"}),
     (["review", "cap.log", "--units", "U"], "review", {"units": "U", "capture": "cap.log"}),
     (["review", "--", "--odd-name.log"], "review", {"capture": "--odd-name.log"}),
+    (["--", "review", "x.log"], "review", {"capture": "x.log"}),
+    (["--units", "check"], "boot", {"units": "check"}),
     (["--json", "status", "--check"], "status", {"json": True, "check": True}),
     (["--boot", "2", "review", "-", "--svg", "chart.svg", "--json"], "review",
      {"boot": 2, "capture": "-", "svg": "chart.svg", "json": True}),
@@ -80,41 +82,42 @@ def test_an_option_means_the_same_before_or_after_the_command(
 
 REFUSED = [
     (["--dry-run", "check"],
-     "orchestrate: --dry-run does not apply to check (only to boot, shutdown) "
-     "(see orchestrate --help)"),
+     "orchestrate check: --dry-run does not apply to check (only to boot, shutdown) "
+     "(see orchestrate check --help)"),
     (["check", "--dry-run"],
-     "orchestrate: --dry-run does not apply to check (only to boot, shutdown) "
-     "(see orchestrate --help)"),
+     "orchestrate check: --dry-run does not apply to check (only to boot, shutdown) "
+     "(see orchestrate check --help)"),
     (["--dry-run", "watch"],
-     "orchestrate: --dry-run does not apply to watch (only to boot, shutdown) "
-     "(see orchestrate --help)"),
+     "orchestrate watch: --dry-run does not apply to watch (only to boot, shutdown) "
+     "(see orchestrate watch --help)"),
     (["plan", "--skip-preflight"],
-     "orchestrate: --skip-preflight does not apply to plan (only to boot) "
-     "(see orchestrate --help)"),
-    (["chek"],
-     "orchestrate: argument COMMAND: invalid choice: 'chek' (choose from 'boot', 'check', "
-     "'plan', 'status', 'review', 'watch', 'shutdown') (see orchestrate --help)"),
+     "orchestrate plan: --skip-preflight does not apply to plan (only to boot) "
+     "(see orchestrate plan --help)"),
+    (["chek"], "orchestrate: invalid command 'chek' (choose from boot, check, plan, status, "
+     "review, watch, shutdown) (see orchestrate --help)"),
+    (["--units", "u", "x.log", "review"], "orchestrate: invalid command 'x.log' (choose "
+     "from boot, check, plan, status, review, watch, shutdown) (see orchestrate --help)"),
     (["--dry"], "orchestrate: unrecognized arguments: --dry (see orchestrate --help)"),
     (["review"], "orchestrate review: the following arguments are required: capture "
      "(see orchestrate review --help)"),
-    (["boot", "now"], "orchestrate: unrecognized arguments: now (see orchestrate --help)"),
+    (["boot", "now"],
+     "orchestrate boot: unrecognized arguments: now (see orchestrate boot --help)"),
     (["--log-format", "xml"], "orchestrate: argument --log-format: invalid choice: 'xml' "
      "(choose from 'console', 'json') (see orchestrate --help)"),
-    (["--root", "/nonexistent/root", "check"], "orchestrate: argument --root: "
-     "'/nonexistent/root' is not a directory (see orchestrate --help)"),
+    (["--root", "/nonexistent/root", "check"], "orchestrate check: argument --root: "
+     "'/nonexistent/root' is not a directory (see orchestrate check --help)"),
     (["check", "--units", ""], "orchestrate check: argument --units: must not be empty "
      "(see orchestrate check --help)"),
     (["status", "--units"], "orchestrate status: argument --units: expected one argument "
      "(see orchestrate status --help)"),
     (["review", "x.log", "--boot", "-1"], "orchestrate review: argument --boot: '-1' is "
      "not a number 0..999999999 (see orchestrate review --help)"),
-    (["--json", "check"], "orchestrate: --json does not apply to check (only to status, "
-     "review) (see orchestrate --help)"),
-    (["\x1b[2J\n"], "orchestrate: argument COMMAND: invalid choice: '\\x1b[2J\\n' (choose "
-     "from 'boot', 'check', 'plan', 'status', 'review', 'watch', 'shutdown') "
-     "(see orchestrate --help)"),
-    (["boot", "\x1b]0;pwned\x07"], "orchestrate: unrecognized arguments: \\x1b]0;pwned\\x07 "
-     "(see orchestrate --help)"),
+    (["--json", "check"], "orchestrate check: --json does not apply to check (only to "
+     "status, review) (see orchestrate check --help)"),
+    (["\x1b[2J\n"], "orchestrate: invalid command '\\x1b[2J\\n' (choose from boot, check, "
+     "plan, status, review, watch, shutdown) (see orchestrate --help)"),
+    (["boot", "\x1b]0;pwned\x07"], "orchestrate boot: unrecognized arguments: "
+     "\\x1b]0;pwned\\x07 (see orchestrate boot --help)"),
 ]
 
 
