@@ -111,7 +111,7 @@ def _status(args: argparse.Namespace) -> int:
     from orchestrator import log as logmod
     from orchestrator.context import Context, state_file
     from orchestrator.host import Host
-    from orchestrator.state import BootState
+    from orchestrator.state import UnreadableState, read_state_file
     from orchestrator.status import as_json, differences, domain_views, observe, render
     from orchestrator.topology import build_topology
 
@@ -123,9 +123,12 @@ def _status(args: argparse.Namespace) -> int:
                 command_timeout=config.host.command_timeout)
     path = host.path(state_file(config))
     try:
-        state = BootState.from_json(path.read_text())
+        state = read_state_file(path)
     except FileNotFoundError:
         print(f"no state file at {path}: orchestrate has not run since boot")
+        return EXIT_FAILED
+    except UnreadableState as exc:
+        print(f"orchestrate: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
         return EXIT_FAILED
     ctx = Context(config=config, topology=build_topology(config), host=host, state=state,
                   log=logmod.get_logger())
@@ -198,15 +201,16 @@ def _review(args: argparse.Namespace) -> int:
 def _resume(host: Any, config: Any, state: Any, log: Any) -> None:
     """A run earlier in this boot (its state file is on tmpfs) may have been killed: say
     so, and keep the devices' original drivers it recorded before it moved them."""
-    from orchestrator.state import BootState, DomainRecord
+    from orchestrator.state import DomainRecord, UnreadableState, read_state_file
 
-    text = host.read_text(f"{config.host.state_dir}/state.json")
-    if not text:
-        return
+    path = f"{config.host.state_dir}/state.json"
     try:
-        previous = BootState.from_json(text)
-    except (ValueError, TypeError):
-        log.warning("warning", text=f"ignoring unreadable {config.host.state_dir}/state.json")
+        previous = read_state_file(host.path(path))
+    except FileNotFoundError:
+        return
+    except UnreadableState as exc:  # a record only: never a reason to stop the boot
+        log.warning("warning", text=f"ignoring {path}: {exc.reason}; this boot starts "
+                    f"afresh and writes a new one")
         return
     running = [name for name, step in previous.steps.items() if step.status == "running"]
     how = previous.verdict or (f"killed during {running[0]}" if running else "unfinished")

@@ -26,10 +26,11 @@ class OrchestratorError(Exception):
 
 
 class FetchError(OrchestratorError):
-    """One download attempt failed; `retryable` says whether another may succeed."""
+    """One download attempt failed; `retryable` says whether another may succeed; `hint`,
+    when the cause is not the build server (a full image directory), says what to do."""
 
-    def __init__(self, message: str, retryable: bool) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retryable: bool, hint: str | None = None) -> None:
+        super().__init__(message, hint)
         self.retryable = retryable
 
 

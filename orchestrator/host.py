@@ -11,6 +11,7 @@ can know come back as placeholders (`outcome()`), e.g. `<domid:net-vm>`.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,6 +66,7 @@ class Host:
         self.command_timeout = command_timeout
         # every program run, in order: {program, argv, rc, seconds} (state.json "commands")
         self.executed: list[dict[str, Any]] = []
+        self._unsaved: set[str] = set()  # state files whose write failed (said once)
         extra = [str(self.path(p)) for p in tools_path]
         self.search_path = os.pathsep.join(
             [*extra, os.environ.get("PATH", ""), *DEFAULT_TOOL_DIRS]
@@ -202,22 +205,35 @@ class Host:
         self.run(["mount", "-t", fstype, source, str(self.path(target))], quiet=True)
 
     def write_file(self, p: str, text: str, mode: int = 0o644) -> None:
-        """Atomically replace a file: temp file beside it, fsync, rename."""
+        """Atomically replace a file the boot needs (an xl config, xl.conf): temp file
+        beside it, every write checked, fsync, rename; OrchestratorError naming p if not."""
         self.action(f"write {p} ({len(text)} bytes)")
         self.save_file(p, text, mode)
 
     def save_file(self, p: str, text: str, mode: int = 0o644) -> None:
-        """Like write_file, without a console line (the state file, the JSON log)."""
+        """Like write_file, without a console line. On any failure (a full tmpfs cut
+        state.json to 4096 bytes once, issue 10) the old file is left as it was, the temp
+        file is removed, and an OrchestratorError names p and what to do."""
         target = self.path(p)
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+            try:
+                write_all(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink()
+            parent = str(Path(p).parent)
+            raise OrchestratorError(
+                f"writing {p} failed: {exc.strerror or exc}; the old file is unchanged",
+                hint=f"make room on the filesystem of {parent} (df -h {parent}; a tmpfs "
+                f"takes size= on remount) and re-run orchestrate",
+            ) from None
 
     def write_sysfs(self, p: str, value: str) -> None:
         """One write to a kernel attribute; the kernel's refusal is an OSError."""
@@ -252,7 +268,18 @@ class Host:
         return result
 
     def save_state(self, p: str, text: str) -> None:
-        self.save_file(p, text)
+        """The state file is a record for `orchestrate status` and a re-run, never a
+        reason to stop a boot: a failed write is said once (per path) and the boot goes
+        on; the last state.json that was written stays as it was."""
+        try:
+            self.save_file(p, text)
+        except OrchestratorError as exc:
+            if p in self._unsaved:
+                return
+            self._unsaved.add(p)
+            parent = str(Path(p).parent)
+            self.log.warning("warning", text=f"{exc.message}; the boot goes on without it "
+                             f"(make room in {parent}: df -h {parent})")
 
     def try_lock(self, p: str) -> int | None:
         """An exclusive flock on p (created if needed): the file descriptor, or None while
@@ -273,9 +300,12 @@ class Host:
     def unlock(self, fd: int) -> None:
         os.close(fd)  # closing the last descriptor releases the flock
 
-    def download(self, image: Image, dest: str, timeout: float, tls: bool = False) -> None:
-        """One strict HTTP attempt into dest (temp file, verify, fsync, rename).
-        tls: some image of this boot is https:// (else libssl is never loaded)."""
+    def download(self, image: Image, dest: str, timeout: float, deadline: float,
+                 tls: bool = False) -> None:
+        """One strict HTTP attempt into dest (temp file, verify, fsync, rename): the
+        response head within timeout s, no body stall longer than that, all of it by
+        deadline (time.monotonic()). tls: some image of this boot is https:// (else
+        libssl is never loaded)."""
         from contextlib import nullcontext
 
         from orchestrator.footprint import without_tls
@@ -283,7 +313,7 @@ class Host:
         with nullcontext() if tls else without_tls():
             from orchestrator.download import download
 
-        download(image.url, self.path(dest), image.sha256, image.size, timeout)
+        download(image.url, self.path(dest), image.sha256, image.size, timeout, deadline)
 
     def xenstore(self, timeout: float) -> Xenstore:
         from orchestrator.xenstore import PyxsXenstore
@@ -319,7 +349,6 @@ class Host:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
                 env=env,
                 # its own session: on a timeout we kill the whole group (xl forks helpers)
                 start_new_session=True,
@@ -336,10 +365,14 @@ class Host:
                 f"`{' '.join(argv)}` did not finish within {timeout:g} s (killed)",
                 hint="see the console above for what it was waiting on",
             ) from None
-        return Result(argv, proc.returncode, out, err)
+        # Bytes in, text out with U+FFFD for what is not UTF-8: a domain name or a Xen
+        # command line in another encoding once made `xl list`/`xl info` an internal
+        # error (issue 10); the parsers compare with our ASCII names and keys anyway.
+        return Result(argv, proc.returncode, out.decode("utf-8", "replace"),
+                      err.decode("utf-8", "replace"))
 
     @staticmethod
-    def _kill_group(proc: subprocess.Popen[str]) -> None:
+    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -352,6 +385,17 @@ class Host:
 
 class _NotYet(Exception):
     pass
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of data is written: a short write (a filesystem that is
+    nearly full) is retried, and the next write then says why (ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, f"write made no progress with {len(view)} bytes left")
+        view = view[written:]
 
 
 class DryRunHost(Host):
@@ -420,7 +464,8 @@ class DryRunHost(Host):
     def unlock(self, fd: int) -> None:
         pass
 
-    def download(self, image: Image, dest: str, timeout: float, tls: bool = False) -> None:
+    def download(self, image: Image, dest: str, timeout: float, deadline: float,
+                 tls: bool = False) -> None:
         pass  # the fetch step logs the request and the expected hash and size
 
     def xenstore(self, timeout: float) -> Xenstore:

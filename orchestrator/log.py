@@ -12,11 +12,13 @@ parses back; the JSON renderer keeps every field for machines.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, MutableMapping
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -86,8 +88,7 @@ class _TeeJson:
         except (TypeError, ValueError):  # keys of mixed types, a circular value
             line = json.dumps({str(k): str(v) for k, v in event.items()}, sort_keys=True)
         try:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+            _append_line(self.stream, line + "\n")
         except OSError as exc:
             name = getattr(self.stream, "name", "the JSON log")
             try:  # drop what is buffered: closing later must not raise it again
@@ -98,6 +99,31 @@ class _TeeJson:
             self.say(f"cannot write {name}: {exc.strerror or exc}; its JSON lines stop "
                      "here, the console goes on (free space on its filesystem)")
         return event
+
+
+def _append_line(stream: IO[str], line: str) -> None:
+    """One whole line or nothing: written below the text layer with every write checked
+    (a full tmpfs takes part of a line, then ENOSPC), a part is cut off again, so the
+    readers of the file (review, the sandbox) never meet half a JSON line (issue 10)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # an in-memory stream
+        stream.write(line)
+        stream.flush()
+        return
+    stream.flush()  # nothing of ours is buffered above the descriptor
+    start = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(line.encode("utf-8", "backslashreplace"))
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            view = view[written:]
+    except OSError:
+        with suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
 
 
 def open_json_lines(path: Path) -> IO[str] | None:

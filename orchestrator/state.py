@@ -8,15 +8,22 @@ It is written to <state_dir>/state.json after each step begins and ends, so that
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from orchestrator import typedjson
+from orchestrator.errors import OrchestratorError
 from orchestrator.ipc import Domid
 
 JOURNAL_MAX = 2000  # transitions kept in state.json (a restart loop must not grow it forever)
 # lifecycle.PRESENT, by value (lifecycle imports this module)
 PRESENT_STATES = frozenset({"created", "provisioned", "booting", "ready", "adopted",
                             "restarted", "crashed", "stopping"})
+# A state file is tens of KiB (every program run is in it); one this big is not ours.
+MAX_STATE_BYTES = 16 << 20
 
 
 @dataclass
@@ -85,9 +92,57 @@ class BootState:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> BootState:
-        raw: dict[str, Any] = json.loads(text)
-        state = cls(**{k: v for k, v in raw.items() if k not in ("steps", "domains")})
-        state.steps = {k: StepRecord(**v) for k, v in raw.get("steps", {}).items()}
-        state.domains = {k: DomainRecord(**v) for k, v in raw.get("domains", {}).items()}
-        return state
+    def from_json(cls, data: str | bytes) -> BootState:
+        """Parse and check state.json against the fields above (whatever they are:
+        orchestrator/typedjson.py); UnreadableState says what is wrong with it."""
+        if len(data) > MAX_STATE_BYTES:
+            raise UnreadableState(f"it is larger than {MAX_STATE_BYTES >> 20} MiB")
+        try:
+            raw = json.loads(data)
+        except RecursionError:
+            raise UnreadableState("it is JSON nested too deep") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise UnreadableState(f"it is not JSON ({exc})") from None
+        try:
+            return typedjson.load(cls, raw)
+        except typedjson.Mismatch as exc:
+            raise UnreadableState(str(exc)) from None
+
+
+class UnreadableState(OrchestratorError, ValueError):
+    """A state file that this orchestrate did not write as it is (`reason` says why).
+    Never a reason to stop a boot: it is only the record of an earlier run."""
+
+    def __init__(self, reason: str, path: Path | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        if path is None:
+            super().__init__(reason)
+        else:
+            super().__init__(
+                f"{path} is unreadable: {reason}",
+                hint=f"it is only the record of an earlier boot: remove it (rm {path}); "
+                "the next boot writes a new one",
+            )
+
+
+def read_state_file(path: Path) -> BootState:
+    """The state file at path: FileNotFoundError if there is none, UnreadableState
+    (naming path and what to do) if it is not a state; never blocks on a FIFO and never
+    reads more than MAX_STATE_BYTES + 1 bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnreadableState(exc.strerror or str(exc), path) from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UnreadableState("it is not a regular file")
+            data = f.read(MAX_STATE_BYTES + 1)
+        return BootState.from_json(data)
+    except UnreadableState as exc:
+        raise UnreadableState(exc.reason, path) from None
+    except OSError as exc:
+        raise UnreadableState(exc.strerror or str(exc), path) from None

@@ -7,10 +7,16 @@ devtmpfs may be missing, so the nodes are made from /proc/misc (seed 001, "Probl
 
 from __future__ import annotations
 
+import re
+
 from orchestrator.context import Context
 from orchestrator.errors import OrchestratorError
 
 MISC_MAJOR = 10
+# include/linux/kdev_t.h: MINORBITS 20; since Linux 6.2 dynamic misc minors may be large
+# (drivers/char/misc.c), so any minor the kernel can make is accepted, nothing beyond.
+MINOR_MAX = (1 << 20) - 1
+MISC_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 HVC0 = ("/dev/hvc0", 229, 0)  # the PV console (seed 001, "Problem 1")
 RUN_DIRS = (
     "/var/run/xen",
@@ -23,15 +29,35 @@ RUN_DIRS = (
 
 
 def parse_misc(text: str) -> dict[str, int]:
-    """`/proc/misc` lines `122 xen/evtchn` -> {"evtchn": 122} for the xen/* entries."""
+    """`/proc/misc` lines `122 xen/evtchn` -> {"evtchn": 122} for the xen/* entries.
+
+    The kernel writes "%3i %s" (drivers/char/misc.c misc_seq_show). A xen/* entry whose
+    minor is not a decimal in 0..MINOR_MAX is an error naming the line (mknod would fail
+    on it, or make a node of another device); a name that is not a plain file name is
+    not ours to make a node for and is left out.
+    """
     nodes = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].startswith("xen/") and parts[0].isdigit():
-            name = parts[1][len("xen/"):]
-            if name and "/" not in name and name not in (".", ".."):
-                nodes[name] = int(parts[0])
+        if len(parts) != 2 or not parts[1].startswith("xen/"):
+            continue
+        name = parts[1][len("xen/"):]
+        if not MISC_NAME_RE.match(name):
+            continue
+        if not re.fullmatch(r"[0-9]{1,7}", parts[0]) or int(parts[0]) > MINOR_MAX:
+            raise OrchestratorError(
+                f"/proc/misc has \"{_printable(line.strip(), 60)}\": "
+                f"\"{_printable(parts[0], 20)}\" is not a device minor (0..{MINOR_MAX}), "
+                f"so /dev/xen/{name} cannot be made",
+                hint="/proc/misc comes from the dom0 kernel (cat /proc/misc); boot a dom0 "
+                "kernel whose misc devices list as '<minor> xen/<name>'",
+            )
+        nodes[name] = int(parts[0])
     return nodes
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:limit]
 
 
 def loaded_modules(proc_modules: str) -> set[str]:

@@ -7,6 +7,7 @@ fetch fails, the script aborts and dom0 keeps its NIC as a fallback").
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from orchestrator.context import Context
 from orchestrator.errors import FetchError, OrchestratorError
@@ -77,9 +78,16 @@ def fetch_images(ctx: Context) -> None:
     if cfg.nic is not None and not _through_driver_domain(ctx, cfg.nic):
         _nic_still_ours(ctx, cfg.nic)
         bring_nic_up(ctx, cfg.nic)
-    started = time.monotonic()
+    # One deadline for every fetch and every phase of each (issue 10: a server that sent
+    # a header byte a second outlived both deadlines when only each read was timed).
+    fetch_ends = time.monotonic() + cfg.fetch_deadline
+    if fetch_ends <= ctx.deadline:
+        deadline = FetchDeadline(fetch_ends, f"build_server.deadline of {cfg.fetch_deadline:g} s")
+    else:
+        deadline = FetchDeadline(ctx.deadline, f"the boot deadline of {cfg.boot_deadline:g} s "
+                                 f"(deadlines.boot)")
     for domain, image, dest in wanted:
-        _fetch_one(ctx, image, dest, started, domain.source)
+        _fetch_one(ctx, image, dest, deadline, domain.source)
         ctx.state.images[image.file_name] = dest
 
 
@@ -103,6 +111,15 @@ def _through_driver_domain(ctx: Context, nic: NicConfig) -> bool:
     return through
 
 
+@dataclass(frozen=True)
+class FetchDeadline:
+    at: float  # time.monotonic()
+    what: str  # which setting it comes from, for the console
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+
 def _nic_still_ours(ctx: Context, nic: NicConfig) -> None:
     """A run earlier in this boot may have handed the NIC over already."""
     if pci_driver(ctx, nic.bdf) == "pciback":
@@ -115,8 +132,10 @@ def _nic_still_ours(ctx: Context, nic: NicConfig) -> None:
         )
 
 
-def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str) -> None:
+def _fetch_one(ctx: Context, image: Image, dest: str, deadline: FetchDeadline,
+               unit: str) -> None:
     from tenacity import (
+        RetryCallState,
         RetryError,
         Retrying,
         retry_if_exception,
@@ -125,29 +144,34 @@ def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str)
         wait_exponential,
     )
 
-
     cfg = ctx.config.host
     ctx.log.info("fetch", url=image.url, dry_run=ctx.host.dry_run)
     ctx.log.info("fetch expect", path=dest, size=image.size)
     ctx.log.info("fetch sha256", sha256=image.sha256)
-    budget = ctx.remaining(max(0.001, cfg.fetch_deadline - (time.monotonic() - started)))
+    ctx.remaining(cfg.request_timeout)  # the boot deadline has not passed yet
     attempt_no = 0
+    backoff = wait_exponential(multiplier=0.5, max=8)
 
     def one_attempt() -> None:
         nonlocal attempt_no
         attempt_no += 1
         try:
-            ctx.host.download(image, dest, timeout=min(cfg.request_timeout, budget),
+            ctx.host.download(image, dest, timeout=cfg.request_timeout, deadline=deadline.at,
                               tls=needs_tls(ctx))
         except FetchError as exc:
             ctx.log.warning("fetch attempt failed", url=image.url, attempt=attempt_no,
                             attempts=cfg.fetch_attempts, error=exc.message)
             raise
 
+    def pause(state: RetryCallState) -> float:  # never sleep past the deadline
+        return max(0.0, min(backoff(state), deadline.at - time.monotonic()))
+
     try:
         for attempt in Retrying(
-            stop=stop_after_attempt(cfg.fetch_attempts) | stop_after_delay(budget),
-            wait=wait_exponential(multiplier=0.5, max=8),
+            # stop_after_delay counts from now, the first attempt: it ends at deadline.at
+            stop=stop_after_attempt(cfg.fetch_attempts)
+            | stop_after_delay(max(0.0, deadline.at - time.monotonic())),
+            wait=pause,
             retry=retry_if_exception(lambda e: isinstance(e, FetchError) and e.retryable),
             reraise=False,
         ):
@@ -155,17 +179,20 @@ def _fetch_one(ctx: Context, image: Image, dest: str, started: float, unit: str)
                 one_attempt()
     except RetryError as exc:
         last = exc.last_attempt.exception()
-        raise _failed(ctx, image, dest, unit, attempt_no, last) from None
+        raise _failed(ctx, image, dest, unit, attempt_no, last, deadline) from None
     except FetchError as exc:  # not retryable: the first failure is the answer
-        raise _failed(ctx, image, dest, unit, attempt_no, exc) from None
+        raise _failed(ctx, image, dest, unit, attempt_no, exc, deadline) from None
 
 
 def _failed(ctx: Context, image: Image, dest: str, unit: str, attempts: int,
-            error: BaseException | None) -> OrchestratorError:
+            error: BaseException | None, deadline: FetchDeadline) -> OrchestratorError:
     detail = getattr(error, "message", str(error))
+    late = f"; {deadline.what} ended it" if deadline.passed() else ""
+    own_hint = error.hint if isinstance(error, OrchestratorError) else None
     return OrchestratorError(
         f"fetching {image.url} failed after {attempts} attempt"
-        f"{'s' if attempts != 1 else ''}: {detail}; no file was written to {dest}",
-        hint=f"check that the build server is up and serves this file with the sha256 and "
-        f"size pinned in {unit}; dom0 keeps its NIC, re-run orchestrate when it is fixed",
+        f"{'s' if attempts != 1 else ''}: {detail}{late}; no file was written to {dest}",
+        hint=own_hint or f"check that the build server is up and serves this file with the "
+        f"sha256 and size pinned in {unit}; dom0 keeps its NIC, re-run orchestrate when it "
+        f"is fixed",
     )

@@ -32,17 +32,56 @@ TOOLSTACK_SOURCES = {
 }
 
 
+HYPERVISOR_VERSION = "/sys/hypervisor/version"
+VERSION_NUMBER_RE = re.compile(r"^[0-9]{1,4}$")
+UNREADABLE_VERSION_HINT = (
+    "these files are the dom0 kernel's view of the running Xen (drivers/xen/sys-hypervisor.c);"
+    " compare with `xl info` (xen_major, xen_minor) once xenstored runs, or run with "
+    "--skip-preflight to go on without the version check"
+)
+
+
 def hypervisor_version(ctx: Context) -> tuple[int, int, str] | None:
-    base = "/sys/hypervisor/version"
-    major = ctx.host.read_text(f"{base}/major")
-    minor = ctx.host.read_text(f"{base}/minor")
-    extra = ctx.host.read_text(f"{base}/extra") or ""
-    if major is None or minor is None:
+    """(major, minor, extra) of the running Xen; None if there is no such directory (not
+    a Xen dom0); OrchestratorError naming the file when it is there but not a version."""
+    texts: dict[str, str | None] = {}
+    for key in ("major", "minor", "extra"):
+        path = f"{HYPERVISOR_VERSION}/{key}"
+        try:
+            texts[key] = ctx.host.read_text(path)
+        except OSError as exc:  # e.g. ENODEV from the kernel, a directory in its place
+            raise OrchestratorError(f"cannot read {path}: {exc.strerror or exc}",
+                                    hint=UNREADABLE_VERSION_HINT) from None
+    major, minor = texts["major"], texts["minor"]
+    if major is None and minor is None:
         return None
-    try:
-        return int(major.strip()), int(minor.strip()), extra.strip()
-    except ValueError:
-        return None
+    return parse_hypervisor_version(major, minor, texts["extra"])
+
+
+def parse_hypervisor_version(major: str | None, minor: str | None,
+                             extra: str | None) -> tuple[int, int, str]:
+    """The kernel writes major and minor as "%d\n" and extra (XENVER_extraversion, at most
+    16 characters) as "%s\n"; anything else names the file and what it holds."""
+    numbers = []
+    for key, text in (("major", major), ("minor", minor)):
+        value = (text or "").strip()
+        if not VERSION_NUMBER_RE.match(value):
+            shown = "is missing" if text is None else f"holds {_shown(text)}"
+            raise OrchestratorError(
+                f"{HYPERVISOR_VERSION}/{key} {shown}, not a version number",
+                hint=UNREADABLE_VERSION_HINT)
+        numbers.append(int(value))
+    lines = (extra or "").strip().splitlines()
+    return numbers[0], numbers[1], _printable(lines[0].strip() if lines else "", 32)
+
+
+def _shown(text: str) -> str:
+    return repr(_printable(text, 24)) if text.strip() else "nothing"
+
+
+def _printable(text: str, limit: int) -> str:
+    cleaned = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
 def toolstack_version(ctx: Context) -> tuple[tuple[int, int], str] | None:
@@ -66,9 +105,20 @@ def version_mismatch_hint(hyp: tuple[int, int]) -> str:
 
 def preflight(ctx: Context) -> None:
     host = ctx.host
-    hyp = hypervisor_version(ctx)
+    unreadable = None
+    try:
+        hyp = hypervisor_version(ctx)
+    except OrchestratorError as exc:
+        hyp, unreadable = None, exc
     tools = toolstack_version(ctx)
-    if hyp is None:
+    if unreadable is not None:
+        if ctx.skip_version_check:
+            text = f"{unreadable.message}; no version check (going on: --skip-preflight)"
+            ctx.state.warnings.append(text)
+            ctx.log.warning("warning", text=text)
+        else:
+            host.refuse(unreadable)
+    elif hyp is None:
         host.refuse(OrchestratorError(
             "no /sys/hypervisor/version: this kernel is not running as a Xen dom0",
             hint="boot the dom0 kernel from the Xen hypervisor (multiboot2 xen.gz)",

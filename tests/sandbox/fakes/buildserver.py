@@ -20,6 +20,16 @@ yet). Faults, settable at any time and one per path (a new one replaces the old;
 - ``fail_times(path, n, code=503)``: the first n requests fail with ``code``, later ones work.
 - ``slow(path, bytes_per_s)``: paced body.
 
+Hostile servers (issue 10), each on one path:
+
+- ``slow_headers(path, interval)``: the status line, then one header byte every
+  ``interval`` seconds, forever (until ``stop()``): a per-read timeout never fires.
+- ``raw(path, data)``: exactly these bytes, then close: a garbage status line, a close
+  before any byte (``b""``) or in the middle of the headers.
+- ``extra_headers(path, headers)``: a correct 200 response with these ``(name, value)``
+  header lines first: more than 100 headers, a header line over 64 KiB.
+- ``redirect(path, location, code=302)``: a redirect, e.g. to another host.
+
 ``refused_url()`` names a 127.0.0.1 port that refuses connections: a socket is bound there
 and never listens, so nothing else can take the port while the server lives. Handler threads
 are daemons and wake on ``stop()``; nothing here keeps the test process alive.
@@ -55,6 +65,9 @@ class _Fault:
     rate: float = 0.0
     headers: bool = False
     released: threading.Event = field(default_factory=threading.Event)
+    raw: bytes = b""
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    location: str = ""
 
 
 def error_body(code: int) -> bytes:
@@ -112,6 +125,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, owner: BuildServer, data: bytes | None, fault: _Fault | None,
                  head: bool) -> None:
         kind = fault.kind if fault else ""
+        if fault and kind in ("raw", "slow_headers", "redirect"):
+            self._hostile(owner, fault)
+            return
         if fault and kind == "hang":
             if fault.headers and data is not None:
                 self._headers(200, len(data))
@@ -147,15 +163,38 @@ class _Handler(BaseHTTPRequestHandler):
                     while True:
                         self._body(owner, b"\0" * CHUNK, 0.0)
                 return
-        self._headers(200, None if length < 0 else length)
+        self._headers(200, None if length < 0 else length,
+                      extra=fault.extra_headers if fault else [])
         if not head:
             self._body(owner, body, rate)
 
+    def _hostile(self, owner: BuildServer, fault: _Fault) -> None:
+        """The responses no well-behaved server sends (the request log shows status 0
+        unless a status line that parses went out)."""
+        if fault.kind == "raw":
+            self.wfile.write(fault.raw)
+            self._sent = len(fault.raw)
+            self._log_progress()
+        elif fault.kind == "redirect":
+            self._headers(fault.code, 0, extra=[("Location", fault.location)])
+        else:  # slow_headers: a header byte every interval, never the end of the head
+            self._status = 200
+            self._log_progress()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not owner._stop.wait(fault.rate):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                self._sent += 1
+                self._log_progress()
+        self.wfile.flush()
+
     def _headers(self, code: int, length: int | None, ctype: str = "application/octet-stream",
-                 ) -> None:
+                 extra: list[tuple[str, str]] | None = None) -> None:
         self._status = code
         self._log_progress()
         self.send_response(code)
+        for name, value in extra or []:
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         if length is not None:
             self.send_header("Content-Length", str(length))
@@ -281,6 +320,18 @@ class BuildServer:
         if bytes_per_s <= 0:
             raise ValueError("bytes_per_s must be positive")
         self._set(path, _Fault("slow", rate=bytes_per_s))
+
+    def slow_headers(self, path: str, interval: float = 1.0) -> None:
+        self._set(path, _Fault("slow_headers", rate=interval))
+
+    def raw(self, path: str, data: bytes) -> None:
+        self._set(path, _Fault("raw", raw=data))
+
+    def extra_headers(self, path: str, headers: list[tuple[str, str]]) -> None:
+        self._set(path, _Fault("extra_headers", extra_headers=list(headers)))
+
+    def redirect(self, path: str, location: str, code: int = 302) -> None:
+        self._set(path, _Fault("redirect", code=code, location=location))
 
     def refused_url(self, path: str = "/") -> str:
         if self._refuser is None:
