@@ -382,6 +382,11 @@ class Appliance:
                 out[str(record["name"])] = int(domid)
         return out
 
+    def monitor_log(self, name: str) -> str:
+        """xl's monitor log of a domain name (/var/log/xen/xl-<name>.log), "" if none."""
+        path = self.root / "var/log/xen" / f"xl-{name}.log"
+        return path.read_text() if path.exists() else ""
+
     def xl_calls(self, sub: str) -> list[list[str]]:
         return [c for c in xlstate.calls(self.standin) if len(c) > 1 and c[1] == sub]
 

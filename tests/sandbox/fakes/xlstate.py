@@ -178,7 +178,8 @@ def processes(directory: Path) -> list[dict[str, Any]]:
         monitor = record.get("monitor")
         if monitor:
             kind = "monitor" if monitor.get("is_monitor", True) else "fake-guest"
-            out.append({"kind": kind, "domid": int(domid), **monitor})
+            out.append({"kind": kind, "domid": int(domid), "name": record.get("name"),
+                        **monitor})
     seen = {p["pid"] for p in out}
     out += [p for p in state["processes"] if p["pid"] not in seen]
     return [p for p in out if alive(p["pid"], p.get("start"))]
