@@ -913,6 +913,26 @@ def test_a_domid_destroyed_less_than_60_s_ago_is_skipped_when_the_rover_comes_ba
     assert dom0.create("net-vm") == first + 1
 
 
+def test_a_recycled_domid_inherits_no_grant_naming_its_predecessor(dom0: Sandbox) -> None:
+    """Why a follower must drop the grants of a domain gone for good: xenstored ignores
+    them for any later domain with that domid (domain_adjust_node_perms()), but they stay
+    listed, and only a re-grant after the new domain exists counts."""
+    d = dom0.create("sa-vm")
+    with Client(str(dom0.socket), timeout=5.0) as xs:
+        xs.write("/ipc/grant", "x")
+        xs.set_perms("/ipc/grant", ["n0", f"r{d}"])
+    assert dom0.store.could(d, "/ipc/grant", "r")
+    assert dom0.xl("destroy", str(d)).returncode == 0
+    assert dom0.perms("/ipc/grant") == ["n0", f"r{d}"]  # still listed, ignored
+    dom0.env["LIBXL_DOMID_REUSE_TIMEOUT"] = "0"  # libxl: reuse once a second has passed
+    second = int(time.monotonic())
+    assert wait_for(lambda: int(time.monotonic()) > second, 2)
+    with xlstate.locked_state(dom0.standin) as state:  # the rover comes back to d
+        state["next_domid"] = d
+    assert dom0.create("sa-vm") == d
+    assert not dom0.store.could(d, "/ipc/grant", "r")
+
+
 def test_release_fires_when_a_preserved_domain_shuts_down_and_again_when_destroyed(
         dom0: Sandbox) -> None:
     events = DomainEvents(dom0.socket)
@@ -928,7 +948,7 @@ def test_release_fires_when_a_preserved_domain_shuts_down_and_again_when_destroy
 
 def test_list_shows_running_paused_shut_down_crashed_and_dying_domains(dom0: Sandbox) -> None:
     dom0.behave({"sa-vm": {"guest": "crash", "crash_after": 0.1},
-                 "gone-vm": {"dying_for": 1.0}})
+                 "gone-vm": {"dying_for": 3.0}})
     running, paused = dom0.up("net-vm"), dom0.create("usb-vm")
     off = dom0.up("off-vm", on_poweroff="preserve")
     assert dom0.xl("shutdown", "-w", "off-vm").returncode == 0
@@ -946,7 +966,7 @@ def test_list_shows_running_paused_shut_down_crashed_and_dying_domains(dom0: San
     rows = {line.split()[0]: line.split()[6:] for line in lines[1:]}
     assert rows["net-vm"] == [dom0.record(running)["uuid"], "-", "-"]
     assert rows["off-vm"][1:] == ["0", "-"] and rows["sa-vm"][1:] == ["3", "-"]
-    assert wait_for(lambda: "(null)" not in dom0.states(), 3)  # the zombie goes by itself
+    assert wait_for(lambda: "(null)" not in dom0.states(), 6)  # the zombie goes by itself
 
 
 # ---- vifs after the boot: a driver domain's death, network-detach/-attach/-list -------------
