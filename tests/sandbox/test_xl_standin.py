@@ -541,7 +541,7 @@ def test_monitor_is_detached_and_ends_when_xenstored_goes_away(dom0: Sandbox) ->
 
 def test_configs_orchestrate_renders_for_the_example_units_are_accepted(dom0: Sandbox) -> None:
     from orchestrator.units import load_units
-    from orchestrator.xlcfg import render_xl_config
+    from orchestrator.xlcfg import render_xl_config, vif_spec
 
     config = load_units(Path(__file__).resolve().parents[2] / "units")
     dom0.hand_to_pciback(NIC.bdf)
@@ -555,9 +555,16 @@ def test_configs_orchestrate_renders_for_the_example_units_are_accepted(dom0: Sa
         result = dom0.xl("create", "-p", str(path))
         assert result.returncode == 0, result.stderr
         dom0.xl("unpause", name)  # a vif backend must run before its frontend's create
+        for vif in (v for v in unit.vifs if v.attached_later):
+            # xl network-attach takes the spec's items as separate arguments (xl_nic.c:72)
+            tokens = vif_spec(vif).split(",")
+            attached = dom0.xl("network-attach", name, *tokens)
+            assert attached.returncode == 0, attached.stderr
     entries = json.loads(dom0.xl("list", "-l").stdout)
     by_name = {e["config"]["c_info"]["name"]: e["config"] for e in entries}
-    assert by_name["workload-vm"]["nics"][0]["ip"] == "10.0.5.103"
+    nic = by_name["workload-vm"]["nics"][0]
+    assert (nic["ip"], nic["backend_domid"]) == ("10.0.5.103", xlstate.domid_of(dom0.standin,
+                                                                              "net-vm"))
     assert by_name["net-vm"]["b_info"]["max_memkb"] == 256 * 1024
 
 
@@ -970,6 +977,22 @@ def test_list_shows_running_paused_shut_down_crashed_and_dying_domains(dom0: San
 
 
 # ---- vifs after the boot: a driver domain's death, network-detach/-attach/-list -------------
+def test_a_frontend_that_only_says_connected_gets_its_backend_closed_not_connected(
+        dom0: Sandbox) -> None:
+    """netback maps the rings the frontend published; a guest that writes state 4 and
+    nothing else gets xenbus_dev_fatal(): an error node and Closing."""
+    dom0.behave({"workload-vm": {"connect_vifs": False}})  # no netfront in this guest
+    net = dom0.up("net-vm")
+    wl = dom0.up("workload-vm", vif=["backend=net-vm"])
+    fe, be = f"/local/domain/{wl}/device/vif/0", f"/local/domain/{net}/backend/vif/{wl}/0"
+    assert dom0.read(f"{fe}/state") == "1"
+    with dom0.guest(wl) as guest:
+        guest.write(f"{fe}/state", "4")
+    assert wait_for(lambda: dom0.read(f"{be}/state") == "5")
+    assert dom0.read(f"/local/domain/{net}/error/backend/vif/{wl}/0/error") == \
+        f"-2 reading {fe}/tx-ring-ref"
+
+
 def test_a_dead_driver_domain_leaves_its_clients_frontend_connected_to_nothing(
         dom0: Sandbox) -> None:
     dom0.behave({"net-vm": {"restart_sleep": 0.1}})
@@ -1074,6 +1097,11 @@ def test_network_attach_takes_each_argument_as_one_token_like_xl(dom0: Sandbox) 
     be = f"/local/domain/0/backend/vif/{wl}/0"  # no backend= token: dom0 serves it
     assert dom0.read(f"{be}/ip") == "10.0.5.103,backend=net-vm"
     assert wait_for(lambda: dom0.connected(f"/local/domain/{wl}/device/vif/0"))
+    # a mac= token takes six bytes and drops the rest (xl_parse.c:437-446)
+    spec = "mac=00:16:3e:00:00:0a,ip=10.0.5.9,backend=net-vm"
+    assert dom0.xl("network-attach", "workload-vm", spec).returncode == 0
+    be1 = f"/local/domain/0/backend/vif/{wl}/1"
+    assert (dom0.read(f"{be1}/mac"), dom0.read(f"{be1}/ip")) == ("00:16:3e:00:00:0a", None)
     bad = dom0.xl("network-attach", "workload-vm", "nonsense")
     assert (bad.returncode, bad.stderr) == (1, "unrecognized argument `nonsense'\n")
 

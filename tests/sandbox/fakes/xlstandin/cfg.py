@@ -153,7 +153,7 @@ def random_mac() -> str:
 
 
 _BDF = re.compile(r"(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])")
-_MAC = re.compile(r"([0-9a-fA-F]{1,2}:){5}[0-9a-fA-F]{1,2}")
+_STRTOUL16 = re.compile(r"\s*[+-]?(?:0[xX])?([0-9a-fA-F]+)")
 _IGNORED_NIC_KEYS = ("model", "rate", "forwarddev", "accel")  # accepted, not modelled
 
 
@@ -165,6 +165,22 @@ def parse_bdf(spec: str) -> str | None:
         return None
     domain = int(m.group(1) or "0", 16)
     return f"{domain:04x}:{int(m.group(2), 16):02x}:{int(m.group(3), 16):02x}.{m.group(4)}"
+
+
+def parse_mac(text: str) -> str | None:
+    """xl_parse.c:437-446: six strtoul(.., 16) each followed by ONE separator of any kind;
+    whatever follows the sixth byte is ignored (so "mac=00:16:3e:00:00:01,ip=..." as one
+    token is that MAC, and the rest is lost). None where xl says "Invalid parameter"."""
+    out, rest = [], text
+    for i in range(6):
+        m = _STRTOUL16.match(rest)
+        if m is None or int(m.group(1), 16) > 255:
+            return None
+        out.append(int(m.group(1), 16))
+        if i < 5 and len(rest) <= m.end():
+            return None  # xl would read past the end of the string
+        rest = rest[m.end() + 1:]
+    return ":".join(f"{b:02x}" for b in out)
 
 
 def parse_nic_token(vif: Vif, token: str) -> bool:
@@ -180,10 +196,11 @@ def parse_nic_token(vif: Vif, token: str) -> bool:
         say(f"unrecognized argument `{token}'")
         return False
     if key == "mac":
-        if not _MAC.fullmatch(value):
+        mac = parse_mac(value)
+        if mac is None:
             say("Invalid parameter `mac'.")
             return False
-        vif.mac = ":".join(f"{int(b, 16):02x}" for b in value.split(":"))
+        vif.mac = mac
     elif key == "type":
         if value not in ("vif", "ioemu"):
             say("Invalid parameter `type'.")

@@ -28,13 +28,35 @@ import xswire
 from xlstandin.common import in_root, read
 
 NET_JSON = "/run/fake-kernel/net.json"  # shared with FakeKernel and bin/ip (same lock)
+# What netfront writes before it says Connected (one queue: setup_netfront(),
+# talk_to_netback() in drivers/net/xen-netfront.c); fake grant refs and port.
+RING_NODES = (("tx-ring-ref", "8"), ("rx-ring-ref", "9"), ("event-channel", "10"),
+              ("request-rx-copy", "1"), ("feature-rx-notify", "1"))
 
 
-def netback_in_dom0(dom0: xswire.Client, fe: str, be: str) -> None:
+def connect_backend(xs: xswire.Client, fe: str, be: str) -> str:
+    """netback's connect() once the frontend says Connected (drivers/net/xen-netback/
+    xenbus.c connect_data_rings()): it maps the rings the frontend published; without
+    them xenbus_dev_fatal() writes the error under the backend domain's ``error/`` and
+    switches to Closing. A frontend's word "4" alone connects nothing. The new state."""
+    refs = [read(xs, f"{fe}/{key}") for key in ("tx-ring-ref", "rx-ring-ref", "event-channel")]
+    if all(ref is not None and ref.isdigit() for ref in refs):
+        xs.write(f"{be}/state", "4")
+        return "4"
+    home, rel = be.split("/backend/", 1)
+    xs.write(f"{home}/error/backend/{rel}/error", f"-2 reading {fe}/tx-ring-ref")
+    xs.write(f"{be}/state", "5")
+    return "5"
+
+
+def netback_in_dom0(dom0: xswire.Client, be: str) -> None:
+    fe = read(dom0, f"{be}/frontend")  # written by libxl in dom0: trusted
+    if fe is None:
+        return
     be_state, online = read(dom0, f"{be}/state"), read(dom0, f"{be}/online")
     hotplug, fe_state = read(dom0, f"{be}/hotplug-status"), read(dom0, f"{fe}/state")
     if be_state == "2" and online == "1" and hotplug == "connected" and fe_state == "4":
-        dom0.write(f"{be}/state", "4")
+        connect_backend(dom0, fe, be)
     elif be_state in ("2", "4", "5") and fe_state in (None, "6"):
         dom0.write(f"{be}/state", "6")
     elif be_state in ("2", "4") and fe_state == "5":
@@ -54,8 +76,7 @@ def netfront_in_dom0(dom0: xswire.Client, fe: str, be: str, be_state: str | None
         return
     fe_state = read(dom0, fe + "/state")
     if fe_state == "1" and be_state == "2":
-        for key, value in (("tx-ring-ref", "8"), ("rx-ring-ref", "9"), ("event-channel", "10"),
-                           ("request-rx-copy", "1"), ("feature-rx-notify", "1")):
+        for key, value in RING_NODES:
             dom0.write(f"{fe}/{key}", value)
         dom0.write(f"{fe}/state", "4")
         add_netdev(fe, read(dom0, f"{fe}/mac") or "00:00:00:00:00:00")

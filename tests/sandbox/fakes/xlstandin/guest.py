@@ -202,39 +202,41 @@ class Guest:
 
     # ---- devices ---------------------------------------------------------------------------
     def devices(self, record: Record, how: dict[str, Any]) -> None:
+        """Its netfront (unless ``connect_vifs`` is false: no netfront driver at all),
+        its netback, its pcifront, and dom0's netback for its vifs that dom0 serves (found
+        from dom0's own backend directory, never from the guest's ``backend`` key)."""
         if self.conn is None or self.domid is None:
             return
-        connect = bool(how.get("connect_vifs", True))
-        for devid in directory(self.conn, "device/vif"):
-            self.netfront(f"/local/domain/{self.domid}/device/vif/{devid}", connect)
+        if how.get("connect_vifs", True):
+            for devid in directory(self.conn, "device/vif"):
+                self.netfront(f"/local/domain/{self.domid}/device/vif/{devid}")
         for frontend in directory(self.conn, "backend/vif"):
             for devid in directory(self.conn, f"backend/vif/{frontend}"):
                 self.netback(f"/local/domain/{self.domid}/backend/vif/{frontend}/{devid}")
+        served = f"/local/domain/0/backend/vif/{self.domid}"
+        for devid in directory(self.proc.dom0, served):
+            dom0net.netback_in_dom0(self.proc.dom0, f"{served}/{devid}")
         if record.get("pci"):
             self.pcifront()
 
-    def netfront(self, fe: str, connect: bool) -> None:
+    def netfront(self, fe: str) -> None:
         """netback_changed() (drivers/net/xen-netfront.c): Initialising -> Connected once
-        the backend is at InitWait; Closed when it closes; nothing at all when the backend
-        is gone (XenbusStateUnknown: netfront never recovers from a dead driver domain).
-        For a backend in dom0 it also plays dom0's netback (dom0net)."""
+        the backend is at InitWait (the rings and event channel written first); Closed
+        when it closes; nothing at all when the backend is gone (XenbusStateUnknown:
+        netfront never recovers from a dead driver domain)."""
         assert self.conn is not None
         state, be = read(self.conn, f"{fe}/state"), read(self.conn, f"{fe}/backend")
         if state is None or be is None:
             return
         self.watch(f"{be}/state")
         be_state = read(self.conn, f"{be}/state")
-        if state == "1" and be_state == "2" and connect:
-            for key, value in (("tx-ring-ref", "8"), ("rx-ring-ref", "9"),
-                               ("event-channel", "10"), ("request-rx-copy", "1"),
-                               ("feature-rx-notify", "1")):
+        if state == "1" and be_state == "2":
+            for key, value in dom0net.RING_NODES:
                 self.conn.write(f"{fe}/{key}", value)
             self.conn.write(f"{fe}/state", "4")
             self.log(f"xen_netfront: {fe} connected to {be}")
         elif state not in ("5", "6") and be_state in ("5", "6"):
             self.conn.write(f"{fe}/state", "6")  # xenbus_frontend_closed()
-        if be.startswith("/local/domain/0/"):
-            dom0net.netback_in_dom0(self.proc.dom0, fe, be)
 
     def netback(self, be: str) -> None:
         """xen-netback's probe (InitWait) and frontend_changed() (Connected when the
@@ -258,7 +260,7 @@ class Guest:
                 self.conn.write(f"{be}/hotplug-status", "connected")
                 hotplug = "connected"
             if state == "2" and fe_state == "4" and hotplug == "connected":
-                self.conn.write(f"{be}/state", "4")
+                state = dom0net.connect_backend(self.conn, fe, be)
         if state in ("2", "4", "5") and fe_state in (None, "6"):
             self.conn.write(f"{be}/state", "6")
             state = "6"
