@@ -1,13 +1,16 @@
-"""`orchestrate`: boot (default), --dry-run, check, plan, status.
+"""`orchestrate`: boot (default), --dry-run, check, plan, status, review, watch, shutdown.
 
-Imports stay lazy: `orchestrate --version` and argument errors must not pay for
-structlog, tenacity or psutil (cloud-init's lesson: start-up is boot time).
+The commands and their options are the tables at the end of this module, parsed by
+`orchestrator.commandline` the same in any order. Imports stay lazy: `orchestrate
+--version` and argument errors must not pay for structlog, tenacity or psutil
+(cloud-init's lesson: start-up is boot time).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -16,69 +19,21 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from orchestrator import __version__
+from orchestrator.commandline import Argument, Command, CommandLine, Option
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 
 DEFAULT_UNITS = "/etc/orchestrator/units"
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--units", metavar="DIR",
-                        help=f"unit directory (default {DEFAULT_UNITS}, else ./units)")
-    common.add_argument("--root", metavar="DIR", default="/",
-                        help="join every system path onto DIR (default /)")
-    common.add_argument("--log-format", choices=("console", "json"), default="console")
-    common.add_argument("--debug", action="store_true",
-                        help="show every argv and tracebacks of internal errors")
-    parser = argparse.ArgumentParser(
-        prog="orchestrate", parents=[common],
-        description="Bring a stateless Xen dom0's domains up from cold boot, then exit.",
-        epilog="exit codes: 0 ok, 1 a step failed, 2 invalid units or usage, "
-        "130 interrupted",
-    )
-    parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print every action a boot would take; change nothing")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    boot = sub.add_parser("boot", parents=[common], help="run the boot (the default)")
-    boot.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
-    for p in (parser, boot):
-        p.add_argument("--skip-preflight", action="store_true",
-                       help="only warn when the toolstack and the hypervisor versions differ "
-                       "(a version pair the check does not know yet; expect xl to fail)")
-    sub.add_parser("check", parents=[common], help="validate the unit files only")
-    sub.add_parser("plan", parents=[common], help="print the waves and the edges behind them")
-    status = sub.add_parser("status", parents=[common],
-                            help="the last boot, each domain's state and current domid")
-    status.add_argument("--check", action="store_true",
-                        help="compare xenstore and the vifs with the plan; exit 1 naming "
-                        "every difference")
-    status.add_argument("--json", action="store_true", help="one JSON document")
-    sub.add_parser("shutdown", parents=[common],
-                   help="stop the domains in reverse dependency order (OpenRC's stop)")
-    sub.add_parser("watch", parents=[common],
-                   help="follow the domains after the boot and keep their plumbing true "
-                   "(the orchestrator-watch service; runs until stopped)")
-    review = sub.add_parser("review", parents=[common],
-                            help="read a serial capture: steps, domains, critical path, "
-                            "verdict, first failure")
-    review.add_argument("capture", help="the raw serial capture (a file; - reads stdin)")
-    review.add_argument("--json", action="store_true",
-                        help="print the review as one JSON document "
-                        "(schemas/review-v1.schema.json)")
-    review.add_argument("--svg", metavar="FILE",
-                        help="also write a boot chart (a self-contained SVG) to FILE")
-    review.add_argument("--boot", metavar="N", type=int,
-                        help="review power cycle N of the capture (default: the last "
-                        "with lines of orchestrate)")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
-    args = _parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # a unit path or value with bytes that are not UTF-8 is shown escaped, not a traceback
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    command, args = COMMAND_LINE.parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        sys.exit(_dispatch(args))
+        sys.exit(command.run(args))
     except KeyboardInterrupt:  # before the boot's own handling started, or after it
         print(f"orchestrate: interrupted (exit {EXIT_INTERRUPTED})", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
@@ -90,23 +45,6 @@ def _units_dir(args: argparse.Namespace) -> str:
     if Path(DEFAULT_UNITS, "host.toml").exists():
         return DEFAULT_UNITS
     return "units"
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    command = args.command or "boot"
-    if command == "check":
-        return _check(args)
-    if command == "plan":
-        return _plan(args)
-    if command == "status":
-        return _status(args)
-    if command == "review":
-        return _review(args)
-    if command == "watch":
-        return _watch(args)
-    if command == "shutdown":
-        return _shutdown(args)
-    return _boot(args)
 
 
 def _load(args: argparse.Namespace, out: Any) -> Any:
@@ -128,6 +66,9 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args, sys.stdout)
     if config is None:
         return EXIT_INVALID
+    for note in config.notes:
+        print(f"note: {note}")
+        print(f"      hint: {note.hint}")
     print(f"{config.units_dir}: ok, {len(config.domains)} domains")
     return EXIT_OK
 
@@ -145,8 +86,9 @@ def _plan(args: argparse.Namespace) -> int:
             for edge in topology.edges:
                 if edge.after == name:
                     print(f"  {edge.before} -> {edge.after}  ({edge.reason})")
-    for bdf, owner in sorted({(b, d.name) for d in config.domains for b in d.pci}):
-        print(f"passthrough: {bdf} -> {owner} (after fetch-images)")
+    passthrough = config.passthrough()
+    for bdf in sorted(passthrough):
+        print(f"passthrough: {bdf} -> {passthrough[bdf].name} (after fetch-images)")
     for server, client in topology.ipc_pairs:
         print(f"vchan: {server} serves {client}")
     for domain in config.domains:
@@ -288,12 +230,14 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _boot(args: argparse.Namespace) -> int:
-    from orchestrator import log as logmod
-
-    logmod.configure(args.log_format, args.debug)
+    # Units first: invalid units exit 2 before the logging stack is even imported.
     config = _load(args, sys.stderr)
     if config is None:
         return EXIT_INVALID
+
+    from orchestrator import log as logmod
+
+    logmod.configure(args.log_format, args.debug)
 
     from orchestrator.host import DryRunHost, Host
 
@@ -440,3 +384,74 @@ def _json_log(args: argparse.Namespace, host: Any, config: Any) -> Iterator[Any]
                 json_file.close()
             except OSError:
                 pass  # the tee said so already
+
+
+# --------------------------------------------------------------------------------------
+# The command line: one Option entry per option, one Command entry per command. A
+# command's own options are named in its `options`; the global ones apply to all.
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number 0..999999999")
+    return int(value)
+
+
+def _directory(value: str) -> str:
+    if not value or not Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a directory")
+    return value
+
+
+OPTIONS = (
+    Option("--units", f"unit directory (default {DEFAULT_UNITS}, else ./units)", "DIR",
+           convert=_nonempty),
+    Option("--root", "join every system path onto DIR (default /)", "DIR", default="/",
+           convert=_directory),
+    Option("--log-format", "console (default: lines for a serial console) or json",
+           "FORMAT", default="console", choices=("console", "json")),
+    Option("--debug", "show every argv and tracebacks of internal errors"),
+    Option("--dry-run", "print every action it would take; change nothing"),
+    Option("--skip-preflight", "only warn when the toolstack and the hypervisor versions "
+           "differ (a version pair the check does not know yet; expect xl to fail)"),
+    Option("--check", "compare xenstore and the vifs with the plan; exit 1 naming every "
+           "difference"),
+    Option("--json", "one JSON document (review: schemas/review-v1.schema.json)"),
+    Option("--svg", "also write a boot chart (a self-contained SVG) to FILE", "FILE",
+           convert=_nonempty),
+    Option("--boot", "review power cycle N of the capture (default: the last with lines of "
+           "orchestrate)", "N", convert=_count),
+)
+
+COMMANDS = (
+    Command("boot", "run the boot (the default)", _boot,
+            options=("--dry-run", "--skip-preflight")),
+    Command("check", "validate the unit files only", _check),
+    Command("plan", "print the waves and the edges behind them", _plan),
+    Command("status", "the last boot, each domain's state and current domid", _status,
+            options=("--check", "--json")),
+    Command("review", "read a serial capture: steps, domains, critical path, verdict, "
+            "first failure", _review, options=("--json", "--svg", "--boot"),
+            arguments=(Argument("capture", "the raw serial capture (a file; - reads stdin)"),)),
+    Command("watch", "follow the domains after the boot and keep their plumbing true (the "
+            "orchestrator-watch service; runs until stopped)", _watch),
+    Command("shutdown", "stop the domains in reverse dependency order (OpenRC's stop)",
+            _shutdown, options=("--dry-run",)),
+)
+
+COMMAND_LINE = CommandLine(
+    prog="orchestrate",
+    description="Bring a stateless Xen dom0's domains up from cold boot, then exit.",
+    epilog="exit codes: 0 ok, 1 a step failed, 2 invalid units or usage, 130 interrupted",
+    version=f"orchestrate {__version__}",
+    commands=COMMANDS,
+    options=OPTIONS,
+    global_options=("--units", "--root", "--log-format", "--debug"),
+    default_command="boot",
+)

@@ -33,8 +33,8 @@ def wanted(ctx: Context) -> tuple[NicConfig, str] | None:
     nic = ctx.config.host.nic
     if nic is None or nic.after_handoff != "vif":
         return None
-    owner = ctx.config.owner_of(nic.bdf)
-    return (nic, owner) if owner is not None else None
+    owner = ctx.config.passthrough().get(nic.bdf)
+    return (nic, owner.name) if owner is not None else None
 
 
 def vif_mac(nic: NicConfig) -> str:

@@ -267,11 +267,6 @@ class Host:
             raise CommandFailed(result.argv, result.returncode, result.stderr, hint)
         return result
 
-    def remove(self, p: str) -> None:
-        if self.exists(p):
-            self.action(f"rm {p}")
-            self.path(p).unlink()
-
     def save_state(self, p: str, text: str) -> None:
         """The state file is a record for `orchestrate status` and a re-run, never a
         reason to stop a boot: a failed write is said once (per path) and the boot goes
@@ -459,10 +454,6 @@ class DryRunHost(Host):
         if not quiet:
             self.action(" ".join(argv))
         return Result(list(argv), 0, "", "")
-
-    def remove(self, p: str) -> None:
-        if self.exists(p):
-            self.action(f"rm {p}")
 
     def save_state(self, p: str, text: str) -> None:
         pass

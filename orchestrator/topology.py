@@ -1,24 +1,31 @@
-"""The dependency graph between domains, cut into waves that may start together.
+"""The dependency graph between domains, cut into waves that may start together. Pure.
 
 An edge `before -> after` means: `after` is created only once `before` is ready.
 Edges come from
 - `after = [...]` in a unit (explicit),
 - a vif with `backend = "X"`: xl resolves the backend domain when `xl create` runs and
-  the vif only connects once X serves it (XEN-FACTS.md, "xl"),
+  the vif only connects once X serves it (XEN-FACTS.md, "xl"); a vif attached later
+  (not `at_create`) makes a soft edge: no wait at creation, but the order of waves and
+  of the shutdown,
 - ipc: the client of a vchan starts after its server, so the server's rendezvous node
   exists before the client looks for it (libxenvchan's client does not wait).
+
+Every walk here is iterative: an `after=` chain of a thousand domains is a valid input,
+and Python's recursion limit is not a limit of the appliance.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
-from orchestrator.units import Config, DomainUnit
+from orchestrator.units.model import Config, DomainUnit
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(NamedTuple):
     before: str
     after: str
     reason: str
@@ -34,24 +41,35 @@ class Topology:
     waves: tuple[tuple[str, ...], ...]
     ipc_pairs: tuple[tuple[str, str], ...]  # (server, client)
 
+    @cached_property
+    def _befores(self) -> dict[str, tuple[str, ...]]:
+        return _adjacency(self.names, ((e.after, e.before) for e in self.edges if e.hard))
+
+    @cached_property
+    def _later_backends(self) -> dict[str, tuple[str, ...]]:
+        return _adjacency(self.names, ((e.after, e.before) for e in self.edges if not e.hard))
+
+    @cached_property
+    def _afters(self) -> dict[str, tuple[str, ...]]:
+        return _adjacency(self.names, ((e.before, e.after) for e in self.edges))
+
     def needs(self, name: str) -> tuple[str, ...]:
         """The domains that must be ready before `name` is created."""
-        return tuple(sorted({e.before for e in self.edges if e.after == name and e.hard}))
+        return self._befores.get(name, ())
 
     def later_backends(self, name: str) -> tuple[str, ...]:
         """The driver domains of vifs attached to `name` once they are ready."""
-        return tuple(sorted({e.before for e in self.edges if e.after == name and not e.hard}))
+        return self._later_backends.get(name, ())
 
     def dependents(self, name: str) -> tuple[str, ...]:
         """Every domain that transitively waits for `name`."""
         found: set[str] = set()
         todo = [name]
         while todo:
-            current = todo.pop()
-            for edge in self.edges:
-                if edge.before == current and edge.after not in found:
-                    found.add(edge.after)
-                    todo.append(edge.after)
+            for after in self._afters.get(todo.pop(), ()):
+                if after not in found:
+                    found.add(after)
+                    todo.append(after)
         return tuple(sorted(found))
 
     def clients(self, name: str) -> tuple[str, ...]:
@@ -70,6 +88,14 @@ class Topology:
         return tuple(sorted(out))
 
 
+def _adjacency(names: Iterable[str],
+               pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, set[str]] = {name: set() for name in names}
+    for source, target in pairs:
+        out.setdefault(source, set()).add(target)
+    return {name: tuple(sorted(targets)) for name, targets in out.items()}
+
+
 def dependency_edges(domains: Iterable[DomainUnit]) -> list[Edge]:
     domains = list(domains)
     known = {d.name for d in domains}
@@ -78,9 +104,9 @@ def dependency_edges(domains: Iterable[DomainUnit]) -> list[Edge]:
 
     def add(before: str, after: str, reason: str, is_hard: bool = True) -> None:
         if before in known and after in known and before != after:
-            edges.setdefault((before, after), [])
-            if reason not in edges[(before, after)]:
-                edges[(before, after)].append(reason)
+            reasons = edges.setdefault((before, after), [])
+            if reason not in reasons:
+                reasons.append(reason)
             if is_hard:
                 hard.add((before, after))
 
@@ -115,33 +141,30 @@ def ipc_pairs(domains: Iterable[DomainUnit]) -> tuple[tuple[str, str], ...]:
 
 
 def find_cycle(domains: Iterable[DomainUnit]) -> list[str] | None:
-    """A dependency cycle as [a, b, ..., a], or None."""
+    """A dependency cycle as [a, b, ..., a], or None (depth-first, from sorted roots)."""
     domains = list(domains)
-    graph: dict[str, list[str]] = {d.name: [] for d in domains}
-    for edge in dependency_edges(domains):
-        graph[edge.before].append(edge.after)
-    colour: dict[str, int] = dict.fromkeys(graph, 0)  # 0 new, 1 on stack, 2 done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = 1
-        stack.append(node)
-        for nxt in graph[node]:
-            if colour[nxt] == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if colour[nxt] == 0:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        colour[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if colour[node] == 0:
-            found = visit(node)
-            if found:
-                return found
+    graph = _adjacency((d.name for d in domains),
+                       ((e.before, e.after) for e in dependency_edges(domains)))
+    done: set[str] = set()
+    for root in sorted(graph):
+        if root in done:
+            continue
+        path = [root]
+        on_path = {root}
+        todo = [iter(graph[root])]
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                todo.pop()
+            elif nxt in on_path:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                todo.append(iter(graph[nxt]))
     return None
 
 
@@ -149,21 +172,29 @@ def build_topology(config: Config) -> Topology:
     """Waves by longest path from the roots; call only on validated (acyclic) units."""
     edges = dependency_edges(config.domains)
     names = tuple(sorted(d.name for d in config.domains))
-    level: dict[str, int] = {}
-
-    def depth(name: str) -> int:
-        if name not in level:
-            befores = [e.before for e in edges if e.after == name]
-            level[name] = 1 + max((depth(b) for b in befores), default=-1)
-        return level[name]
-
+    afters = _adjacency(names, ((e.before, e.after) for e in edges))
+    waiting = dict.fromkeys(names, 0)
+    for edge in edges:
+        waiting[edge.after] += 1
+    level = dict.fromkeys(names, 0)
+    ready = deque(name for name in names if waiting[name] == 0)
+    placed = 0
+    while ready:  # Kahn's algorithm: a domain is placed once all before it are placed
+        name = ready.popleft()
+        placed += 1
+        for after in afters[name]:
+            level[after] = max(level[after], level[name] + 1)
+            waiting[after] -= 1
+            if waiting[after] == 0:
+                ready.append(after)
+    if placed != len(names):
+        raise ValueError("build_topology: the units have a dependency cycle (validate first)")
+    waves: list[list[str]] = [[] for _ in range(1 + max(level.values(), default=-1))]
     for name in names:
-        depth(name)
-    count = 1 + max(level.values(), default=-1)
-    waves = tuple(tuple(n for n in names if level[n] == i) for i in range(count))
+        waves[level[name]].append(name)
     return Topology(
         names=names,
         edges=tuple(edges),
-        waves=waves,
+        waves=tuple(tuple(wave) for wave in waves),
         ipc_pairs=ipc_pairs(config.domains),
     )

@@ -104,9 +104,10 @@ def _through_driver_domain(ctx: Context, nic: NicConfig) -> bool:
     import dataclasses
 
     through = nic_has_address(ctx, dataclasses.replace(nic, interface=interface))
+    owner = ctx.config.passthrough().get(nic.bdf)
     if through:
         ctx.log.info("note", text=f"fetching through dom0's vif {interface} (the NIC is "
-                     f"{ctx.config.owner_of(nic.bdf)}'s)")
+                     f"{owner.name if owner else 'no domain'}'s)")
     return through
 
 

@@ -54,13 +54,9 @@ def rollback_writes(bdf: str, driver: str | None) -> list[SysfsWrite]:
     return writes
 
 
-def passthrough_devices(ctx: Context) -> list[str]:
-    return [bdf for domain in ctx.config.domains for bdf in domain.pci]
-
-
 def bind_devices_to_pciback(ctx: Context) -> None:
     host = ctx.host
-    devices = passthrough_devices(ctx)
+    devices = list(ctx.config.passthrough())
     if not devices:
         ctx.log.info("note", text="no passthrough devices")
         return
@@ -165,7 +161,8 @@ def settle_after_abort(ctx: Context) -> None:
     address); each that stays, stays with a running domain, and the console says so."""
     from orchestrator.xl import Xl
 
-    moved = [bdf for bdf in passthrough_devices(ctx)
+    passthrough = ctx.config.passthrough()
+    moved = [bdf for bdf in passthrough
              if bdf in ctx.state.original_drivers and pci_driver(ctx, bdf) == PCIBACK]
     if not moved:
         return
@@ -177,7 +174,7 @@ def settle_after_abort(ctx: Context) -> None:
         running = None
     back = []
     for bdf in moved:
-        owner = ctx.config.owner_of(bdf)
+        owner = passthrough[bdf].name
         if running is None:
             ctx.log.error("note", text=f"{bdf} stays on {PCIBACK}: could not tell whether "
                           f"{owner} runs (`xl list` failed)")

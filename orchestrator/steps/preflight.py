@@ -181,9 +181,9 @@ def pci_driver(ctx: Context, bdf: str) -> str | None:
 
 
 def _passthrough(ctx: Context) -> list[tuple[str, str]]:
-    devices = [(bdf, d.source) for d in ctx.config.domains for bdf in d.pci]
+    devices = [(bdf, domain.source) for bdf, domain in ctx.config.passthrough().items()]
     nic = ctx.config.host.nic
-    if nic and nic.bdf not in {bdf for bdf, _ in devices}:
+    if nic and nic.bdf not in ctx.config.passthrough():
         devices.append((nic.bdf, ctx.config.host.source))
     return devices
 

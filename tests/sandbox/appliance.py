@@ -252,8 +252,11 @@ class Appliance:
 
     # ----- running orchestrate ----------------------------------------------------------------
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "orchestrator", "--root", str(self.root),
-                "--units", str(self.units), *args]
+        """`orchestrate [COMMAND ...] --root ROOT --units UNITS`: the command first, then
+        the options (an older parser reset options given before a command, and `status`
+        read the host's /run)."""
+        return [sys.executable, "-m", "orchestrator", *args, "--root", str(self.root),
+                "--units", str(self.units)]
 
     def boot(self, *args: str, timeout: float = 90) -> Boot:
         started = time.monotonic()
@@ -378,6 +381,11 @@ class Appliance:
             if int(domid) != 0:
                 out[str(record["name"])] = int(domid)
         return out
+
+    def monitor_log(self, name: str) -> str:
+        """xl's monitor log of a domain name (/var/log/xen/xl-<name>.log), "" if none."""
+        path = self.root / "var/log/xen" / f"xl-{name}.log"
+        return path.read_text() if path.exists() else ""
 
     def xl_calls(self, sub: str) -> list[list[str]]:
         return [c for c in xlstate.calls(self.standin) if len(c) > 1 and c[1] == sub]

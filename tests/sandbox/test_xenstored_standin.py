@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -487,6 +488,57 @@ def test_release_deletes_what_the_domain_owns_and_keeps_dom0_nodes(
     release(dom0, 4)
     assert "/local/domain/4" in xsd.snapshot()
     assert not any(p.startswith("/local/domain/4/data") for p in xsd.snapshot())
+
+
+def domain_shutdown(client: Client, domid: int) -> None:
+    """Test-only CONTROL `domain-shutdown`: the hypervisor's VIRQ_DOM_EXC for `domid`."""
+    client.execute_command(PyxsOp.DEBUG, b"domain-shutdown\0", f"{domid}\0".encode())
+
+
+def test_a_domain_shutdown_fires_release_domain_once_until_resumed_then_again_at_release(
+    connect: Callable[..., Client], xsd: FakeXenstored
+) -> None:
+    dom0 = connect()
+    monitor = dom0.monitor()
+    monitor.watch(b"@releaseDomain", b"out")
+    assert monitor.events.get(timeout=2) == (b"@releaseDomain", b"out")  # set: fires once
+    introduce(dom0, 5)
+    domain_shutdown(dom0, 5)
+    assert monitor.events.get(timeout=2) == (b"@releaseDomain", b"out")
+    domain_shutdown(dom0, 5)  # check_domains() reports a shutdown once
+    with pytest.raises(queue.Empty):
+        monitor.events.get(timeout=0.3)
+    assert xsd.introduced == {0, 5}, "a shut-down domain still exists"
+    dom0.ack(PyxsOp.RESUME, b"5\0")  # do_resume() clears the mark
+    domain_shutdown(dom0, 5)
+    assert monitor.events.get(timeout=2) == (b"@releaseDomain", b"out")
+    release(dom0, 5)
+    assert monitor.events.get(timeout=2) == (b"@releaseDomain", b"out")
+    assert outcome(domain_shutdown, dom0, 5) == "ENOENT"
+    introduce(dom0, 6)
+    assert outcome(domain_shutdown, connect(6), 6) == "EACCES"  # privileged only
+
+
+def test_the_daemon_uses_no_cpu_while_idle(sockdir: Path) -> None:
+    """No poll interval: the accept loop, the connections and the main thread all block."""
+    sock_path = sockdir / "socket"
+    proc = subprocess.Popen([sys.executable, str(FAKE), "--socket", str(sock_path)])
+    try:
+        assert _wait_for(lambda: _connects(sock_path))
+        with Client(unix_socket_path=str(sock_path)) as client:  # an idle connection too
+            client.read(b"/")
+            time.sleep(0.3)
+            before = _cpu_ticks(proc.pid)
+            time.sleep(2.0)
+            assert _cpu_ticks(proc.pid) == before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def test_domu_sees_introduce_events_only_when_granted(connect: Callable[..., Client]) -> None:

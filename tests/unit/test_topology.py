@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator.topology import build_topology, find_cycle
 from orchestrator.units import Config, DomainUnit, Image, Readiness, Vif, load_units
 from tests.conftest import EXAMPLE_UNITS
@@ -79,6 +81,37 @@ def test_plan_prints_waves_and_the_edges_behind_them(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1] == (
         "vif: workload-vm vif[0] -> net-vm: created without it; attached once net-vm is "
         "ready (xl network-attach)")
+
+
+def test_a_chain_of_a_thousand_domains_needs_no_recursion() -> None:
+    """Cycle search and waves are iterative: they work 50 frames above this test's."""
+    import sys
+
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    names = [f"d{i:03d}" for i in range(1000)]
+    chain = [dom(n, after=(names[i - 1],) if i else ()) for i, n in enumerate(names)]
+    closed = [dom(names[0], after=(names[-1],)), *chain[1:]]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 50)
+    try:
+        t = topo(*chain)
+        cycle = find_cycle(closed)
+        no_cycle = find_cycle(chain)
+        dependents = t.dependents(names[0])
+    finally:
+        sys.setrecursionlimit(limit)
+    assert t.waves == tuple((n,) for n in names)
+    assert t.needs(names[500]) == (names[499],)
+    assert dependents == tuple(names[1:])
+    assert cycle == [*names, names[0]]
+    assert no_cycle is None
+
+
+def test_build_topology_refuses_a_cycle_it_was_not_meant_to_see() -> None:
+    with pytest.raises(ValueError, match="dependency cycle"):
+        topo(dom("a", after=("b",)), dom("b", after=("a",)))
 
 
 def test_a_vif_attached_later_is_no_create_dependency_but_orders_the_shutdown() -> None:

@@ -10,6 +10,7 @@ import pytest
 from orchestrator.errors import InvalidUnits
 from orchestrator.units import load_units
 from tests.conftest import EXAMPLE_UNITS, run_orchestrate
+from tests.unit.unit_docs import Units
 
 SHA = "ab" * 32
 
@@ -38,7 +39,7 @@ def problems_of(units: Path) -> list[str]:
 def test_the_shipped_example_is_valid() -> None:
     config = load_units(EXAMPLE_UNITS)
     assert [d.name for d in config.domains] == ["net-vm", "sa-vm", "workload-vm"]
-    assert config.owner_of("0000:00:03.0") == "net-vm"
+    assert config.passthrough()["0000:00:03.0"].name == "net-vm"
     workload = config.domain("workload-vm")
     assert workload.vifs[0].backend == "net-vm" and workload.vifs[0].ip == "10.0.5.103"
     assert workload.kernel.url == "http://10.0.2.100/images/guest/vmlinux"
@@ -98,7 +99,7 @@ BAD = [
      "sa-vm.toml: (syntax)", "not valid TOML"),
     ("quote in extra", "domains/sa-vm.toml",
      ("edit", 'extra = "console=hvc0 role=sa"', "extra = 'a\"b'"),
-     "sa-vm.toml: extra", "must not contain quotes"),
+     "sa-vm.toml: extra", "without quotes or backslashes"),
     ("bad on_crash", "domains/sa-vm.toml", ("top", 'on_crash = "explode"'),
      "sa-vm.toml: on_crash", "must be one of"),
     ("rendezvous outside the server's home", "host.toml",
@@ -154,7 +155,97 @@ def test_invalid_units_exit_2_and_touch_nothing(units_dir: Path, tmp_path: Path)
     assert list(root.iterdir()) == []
 
 
-def test_check_accepts_the_example() -> None:
+def test_check_accepts_the_example_and_prints_its_notes() -> None:
     result = run_orchestrate("check", "--units", str(EXAMPLE_UNITS))
     assert result.returncode == 0
-    assert result.stdout.strip() == f"{EXAMPLE_UNITS}: ok, 3 domains"
+    lines = result.stdout.splitlines()
+    assert lines[-1] == f"{EXAMPLE_UNITS}: ok, 3 domains"
+    notes = [line for line in lines if line.startswith("note: ")]
+    hints = [line for line in lines if line.startswith("      hint: ")]
+    assert len(notes) == len(hints) == 3 and len(lines) == 7
+
+
+# --- odd but valid input: accepted, and normalised once for everyone downstream ---------
+
+
+def test_odd_but_valid_units_are_accepted_in_canonical_form(tmp_path: Path) -> None:
+    units = Units.example()
+    wl = units.domains["workload-vm"]
+    wl["vif"] = [{"ip": "2001:DB8:0:0::0001  10.0.5.103", "backend": "net-vm",
+                  "mac": "00:16:3E:0A:0B:0C", "script": "vif-route"},
+                 {"ip": "::ffff:10.0.5.104", "backend": "net-vm",
+                  "script": "/usr/lib/xen/scripts/vif-bridge"}]
+    wl["stop_timeout"] = 12.5
+    units.domains["sa-vm"]["readiness"] = "xenstore:feature/vchan-ready"
+    units.host["nic"]["address"] = "10.0.2.15/24"
+    units.raw["domains/README"] = b"notes for people\n"
+    path = units.write(tmp_path / "units")
+    # a byte order mark some editors write, and a unit that is a symbolic link
+    net = path / "domains/net-vm.toml"
+    net.write_bytes(b"\xef\xbb\xbf" + net.read_bytes())
+    (tmp_path / "sa.toml").write_bytes((path / "domains/sa-vm.toml").read_bytes())
+    (path / "domains/sa-vm.toml").unlink()
+    (path / "domains/sa-vm.toml").symlink_to(tmp_path / "sa.toml")
+
+    config = load_units(path)
+    vifs = config.domain("workload-vm").vifs
+    assert [v.ip for v in vifs] == ["2001:db8::1 10.0.5.103", "10.0.5.104"]
+    assert vifs[0].mac == "00:16:3e:0a:0b:0c"
+    assert config.domain("workload-vm").stop_timeout == 12.5
+    assert config.domain("net-vm").stop_timeout == 30.0
+    assert config.domain("sa-vm").readiness.key == "feature/vchan-ready"
+    assert [str(n) for n in config.notes if n.key == "(file)"] == [
+        f"{path}/domains/README: (file): ignored: only domains/*.toml are units"]
+
+
+def test_the_passthrough_list_is_one_mapping_in_unit_order() -> None:
+    config = load_units(EXAMPLE_UNITS)
+    assert {bdf: d.name for bdf, d in config.passthrough().items()} == {
+        "0000:00:03.0": "net-vm", "0000:00:04.0": "sa-vm"}
+
+
+def test_a_restarting_domain_with_peers_or_vif_clients_gets_a_note(tmp_path: Path) -> None:
+    units = Units.example()
+    units.domains["net-vm"]["on_reboot"] = "destroy"
+    units.domains["net-vm"]["on_crash"] = "coredump-restart"
+    units.domains["sa-vm"]["on_reboot"] = "preserve"
+    units.small_domain("lonely")  # restarts (the default), but nobody depends on it
+    path = units.write(tmp_path / "units")
+    notes = {n.file.rsplit("/", 1)[-1]: n for n in load_units(path).notes}
+    assert set(notes) == {"net-vm.toml", "workload-vm.toml"}
+    assert notes["net-vm.toml"].key == "on_crash"
+    assert notes["net-vm.toml"].text == (
+        '"coredump-restart" gives net-vm a new domid; the vifs of workload-vm stay dead '
+        "until orchestrate runs again")
+    assert notes["workload-vm.toml"].text == (
+        '"restart" gives workload-vm a new domid; its vchan with sa-vm stays dead until '
+        "orchestrate runs again")
+    assert "orchestrate watch" in notes["net-vm.toml"].hint
+
+
+def test_an_unreadable_unit_is_reported_without_noise_about_references_to_it(
+        tmp_path: Path) -> None:
+    units = Units.example()
+    units.raw["domains/sa-vm.toml"] = b"\xff"
+    path = units.write(tmp_path / "units")
+    found = problems_of(path)
+    assert found == [f"{path}/domains/sa-vm.toml: (file): not UTF-8 (byte 0xff at offset 0): "
+                     "save the file as UTF-8"]
+
+
+def test_a_thousand_domains_in_one_after_chain_check_and_plan(tmp_path: Path) -> None:
+    """Valid, so accepted: loading, cycle search and waves do not recurse per domain."""
+    units = Units.example()
+    units.domains.clear()
+    names = [f"{'abcdefghij'[i // 100]}{i % 100:02d}" for i in range(1000)]
+    for i, name in enumerate(names):
+        doc = units.small_domain(name, on_reboot="destroy")
+        if i:
+            doc["after"] = [names[i - 1]]
+    path = units.write(tmp_path / "units")
+    check = run_orchestrate("check", "--units", str(path))
+    assert check.returncode == 0 and check.stdout == f"{path}: ok, 1000 domains\n"
+    plan = run_orchestrate("plan", "--units", str(path))
+    assert plan.returncode == 0
+    waves = [line for line in plan.stdout.splitlines() if line.startswith("wave ")]
+    assert waves[0] == "wave 1: a00" and waves[-1] == "wave 1000: j99" and len(waves) == 1000

@@ -86,6 +86,7 @@ MODULES: dict[str, ModuleSpec] = {
                         xen_only=True),
     "xen_pciback": ModuleSpec(81920, pci_driver="pciback", xen_only=True),
     "xen_netback": ModuleSpec(73728, xen_only=True),
+    "xen_netfront": ModuleSpec(53248, xen_only=True),  # dom0 as a vif frontend (bin/xl)
     "xen_blkback": ModuleSpec(57344, xen_only=True),
     "bridge": ModuleSpec(311296, ("stp", "llc")),
     "stp": ModuleSpec(16384, ("llc",)),

@@ -12,8 +12,14 @@ Use in-process (``with FakeXenstored(path) as xs: ...``) or as a process:
 
 Test-only CONTROL (op 0) commands, accepted from privileged connections only:
 ``as-domain|N|`` (this connection now acts as unprivileged, introduced domain N),
-``check-access|DOMID|PATH|r-or-w|`` (replies ``1`` or ``0``, see ``could``) and
-``dump|`` (JSON of ``snapshot()``; E2BIG when over 4096 bytes).
+``check-access|DOMID|PATH|r-or-w|`` (replies ``1`` or ``0``, see ``could``),
+``dump|`` (JSON of ``snapshot()``; E2BIG when over 4096 bytes) and
+``domain-shutdown|N|`` (the hypervisor's VIRQ_DOM_EXC for a domain that shut down or crashed:
+check_domains() in tools/xenstore/xenstored_domain.c:344-383 fires @releaseDomain once per
+shutdown; RESUME clears the mark, RELEASE fires it again when the domain goes away).
+
+Idle, it wakes for nothing: the accept loop and every connection block until a client
+sends or ``stop()`` writes to a wake-up pipe (no poll interval).
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import json
 import os
 import queue
 import re
+import select
+import selectors
 import signal
 import socket
-import socketserver
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -217,6 +225,7 @@ class Xenstore:
         self._generation = 0
         self.nodes: dict[str, Node] = {}
         self.domains: dict[int, int] = {0: 0}  # introduced domid -> generation at introduction
+        self.shut_down: set[int] = set()  # struct domain's `shutdown` flag
         self.special_perms = {"@introduceDomain": [Perm(0, 0)], "@releaseDomain": [Perm(0, 0)]}
         self.conns: list[Conn] = []
         self._pending_initial: tuple[Conn, Watch] | None = None  # WATCH's first event
@@ -600,7 +609,7 @@ class Xenstore:
         return b"OK\0"
 
     def op_resume(self, conn: Conn, payload: bytes) -> bytes:
-        self._introduced_arg(payload)
+        self.shut_down.discard(self._introduced_arg(payload))  # do_resume(): shutdown = false
         return b"OK\0"
 
     def release(self, domid: int) -> None:
@@ -630,7 +639,18 @@ class Xenstore:
                 owner = perms[0] if perms[0].domid != domid else replace(perms[0], domid=0)
                 self.special_perms[key] = [owner] + [p for p in perms[1:] if p.domid != domid]
             del self.domains[domid]
+            self.shut_down.discard(domid)
             self._fire(None, "@releaseDomain", None, exact=True)
+
+    def domain_shutdown(self, domid: int) -> None:
+        """check_domains() on VIRQ_DOM_EXC (xenstored_domain.c:363-382): the first time a
+        domain is seen shut down (or crashed) @releaseDomain fires; later scans do not."""
+        with self.lock:
+            if domid not in self.domains:
+                raise XsError("ENOENT")
+            if domid != 0 and domid not in self.shut_down:
+                self.shut_down.add(domid)
+                self._fire(None, "@releaseDomain", None, exact=True)
 
     def op_is_domain_introduced(self, conn: Conn, payload: bytes) -> bytes:
         arg = onearg(payload)
@@ -660,6 +680,9 @@ class Xenstore:
                 return b"1\0" if self.could(domid, path, args[3]) else b"0\0"
             if args[0] == "dump" and len(args) == 1:
                 return json.dumps(self.snapshot(), separators=(",", ":")).encode() + b"\0"
+            if args[0] == "domain-shutdown" and len(args) == 2:
+                self.domain_shutdown(int(args[1]))
+                return b"OK\0"
         except ValueError:
             pass
         raise XsError("EINVAL")
@@ -734,15 +757,6 @@ class Xenstore:
             }
 
 
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, path: str, fake: FakeXenstored) -> None:
-        self.fake = fake
-        super().__init__(path, _Handler)
-
-
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     data = b""
     while len(data) < size:
@@ -764,13 +778,11 @@ def _writer(conn: Conn, sock: socket.socket) -> None:
             return
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
-
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        fake = self.server.fake
-        conn = Conn(0, sock)
+def _serve_connection(fake: FakeXenstored, sock: socket.socket) -> None:
+    """One client: a reader (this thread, blocked in recv) and a writer thread (blocked on
+    its outbox), so that replies and watch events go out in order."""
+    conn = Conn(0, sock)
+    try:
         if fake.mute:  # accept, read, never answer (attached only so that stop() ends it)
             with fake.store.lock:
                 fake.store.conns.append(conn)
@@ -794,6 +806,8 @@ class _Handler(socketserver.BaseRequestHandler):
             fake.store.detach(conn)
             conn.outbox.put(None)
             writer.join(timeout=2)
+    finally:
+        sock.close()
 
 
 class FakeXenstored:
@@ -803,31 +817,55 @@ class FakeXenstored:
         self.socket_path = Path(socket_path)
         self.mute = mute
         self.store = Xenstore()
-        self._server: _Server | None = None
+        self._listener: socket.socket | None = None
+        self._wake: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> FakeXenstored:
         self.socket_path.unlink(missing_ok=True)
-        self._server = _Server(str(self.socket_path), self)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.socket_path))
         os.chmod(self.socket_path, 0o600)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
+        listener.listen(64)
+        self._listener, self._wake = listener, os.pipe()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
         return self
 
+    def _accept_loop(self) -> None:
+        """Blocks until a client connects or stop() writes to the wake-up pipe."""
+        assert self._listener is not None and self._wake is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake[0], selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj == self._wake[0]:
+                        return
+                    try:
+                        sock, _ = self._listener.accept()
+                    except OSError:
+                        continue
+                    threading.Thread(target=_serve_connection, args=(self, sock),
+                                     daemon=True).start()
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._wake is not None:
+            os.write(self._wake[1], b"x")
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
             with self.store.lock:
                 conns = list(self.store.conns)
             for conn in conns:
                 conn.disconnect()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
         self.socket_path.unlink(missing_ok=True)
 
     def __enter__(self) -> FakeXenstored:
@@ -876,15 +914,31 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(devnull, fd)
     elif args.pid_file:
         Path(args.pid_file).write_text(f"{os.getpid()}\n")
+    # A signal may land in any thread; the wake-up fd gets a byte whichever it is, so the
+    # main thread sleeps in select() on it: no periodic wake-up.
     stopping = threading.Event()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    if stopping.wait(args.socket_delay):
+
+    def sleep(seconds: float | None) -> bool:
+        """Sleep until a signal stops us (True) or ``seconds`` pass (False)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not stopping.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if select.select([wake_r], [], [], left)[0]:
+                os.read(wake_r, 512)
+        return True
+
+    if sleep(args.socket_delay):
         return 0
     fake = FakeXenstored(args.socket, mute=args.mute).start()
     try:
-        while not stopping.wait(0.1):
-            pass
+        sleep(None)
     finally:
         fake.stop()
     return 0

@@ -12,7 +12,10 @@ Everything lives in one directory, ``$XL_STANDIN`` (default ``$SANDBOX_ROOT/run/
 - ``xenstored.json`` (optional): ``{"socket_delay": 0.3, "mute": false}`` for ``bin/xenstored``.
 - ``xenconsoled.json`` (optional): ``{"pidfile_delay": 0.0}`` for ``bin/xenconsoled``.
 
-Tests call ``kill_all(dir)`` at teardown to end every process the stand-ins started.
+Tests call ``kill_all(dir)`` at teardown to end every process the stand-ins started. No
+background process of a stand-in lives longer than ``lifetime()``: 120 s, or
+``$XL_STANDIN_LIFETIME`` seconds (set it for a test that idles longer, e.g. a CPU
+measurement over minutes).
 """
 
 from __future__ import annotations
@@ -33,9 +36,19 @@ CALLS = "calls.jsonl"
 BEHAVIOUR = "behaviour.json"
 XENSTORED_SETTINGS = "xenstored.json"
 XENCONSOLED_SETTINGS = "xenconsoled.json"
-LIFETIME = 120.0  # no background process of a stand-in lives longer than this (seconds)
+LIFETIME = 120.0  # default lifetime of a stand-in's background process (seconds)
+# libxl_shutdown_reason (tools/libs/light/libxl_types.idl): the code is the index
+SHUTDOWN_REASONS = ("poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset")
 
 State = dict[str, Any]
+
+
+def lifetime() -> float:
+    """Seconds a stand-in's background process may live: ``$XL_STANDIN_LIFETIME`` or 120."""
+    try:
+        return max(1.0, float(os.environ.get("XL_STANDIN_LIFETIME", LIFETIME)))
+    except ValueError:
+        return LIFETIME
 
 
 def standin_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -60,6 +73,11 @@ def _load(directory: Path) -> State:
         data: State = json.loads((directory / STATE).read_text())
     except FileNotFoundError:
         return _empty()
+    # A destroyed domain whose memory is still held (a zombie, "d" in `xl list`) goes away
+    # by itself once its time is up: the hypervisor needs nobody to ask.
+    now = time.time()
+    data["domains"] = {k: v for k, v in data["domains"].items()
+                       if v.get("state") != "dying" or float(v.get("dying_until", 0)) > now}
     return data
 
 
@@ -87,8 +105,11 @@ def read_state(directory: Path) -> State:
 
 def domains(directory: Path) -> dict[int, dict[str, Any]]:
     """The domains that exist now (dom0 is implicit and not listed): domid -> record with
-    ``name``, ``state`` ("paused" | "running" | "crashed"), ``booted``, ``config``, ``vifs``,
-    ``pci``, ``monitor`` ({"pid", "start"} or None), ``uuid``."""
+    ``name``, ``uuid``, ``state`` ("paused" | "running" | "shutdown" | "dying"),
+    ``shutdown_reason`` (one of SHUTDOWN_REASONS while shut down), ``boot`` (1, then +1 at
+    each restart by xl's monitor), ``booted`` (the guest's userspace is up), ``config`` (the
+    stored domain config, hot-plugged vifs included), ``pci``, ``sysrq`` (keys the guest
+    handled), ``write_errors``, ``monitor`` ({"pid", "start", "is_monitor"} or None)."""
     return {int(k): v for k, v in read_state(directory)["domains"].items()}
 
 
@@ -148,15 +169,36 @@ def register_process(directory: Path, kind: str, pid: int, **extra: Any) -> None
 
 
 def processes(directory: Path) -> list[dict[str, Any]]:
-    """Every recorded background process still alive: monitors first, then daemons."""
+    """Every recorded background process still alive, once each: xl's monitors (kind
+    "monitor", or "fake-guest" when no monitor could start), then the daemons. A monitor
+    that sits between two domains (xl's restart) is listed without a domid."""
     state = read_state(directory)
     out: list[dict[str, Any]] = []
     for domid, record in state["domains"].items():
         monitor = record.get("monitor")
         if monitor:
-            out.append({"kind": "monitor", "domid": int(domid), **monitor})
-    out += state["processes"]
+            kind = "monitor" if monitor.get("is_monitor", True) else "fake-guest"
+            out.append({"kind": kind, "domid": int(domid), "name": record.get("name"),
+                        **monitor})
+    seen = {p["pid"] for p in out}
+    out += [p for p in state["processes"] if p["pid"] not in seen]
     return [p for p in out if alive(p["pid"], p.get("start"))]
+
+
+def kick(directory: Path, domid: int) -> None:
+    """Tell the process that plays domain ``domid`` that the hypervisor changed its state
+    (SIGUSR1; it re-reads state.json): what the scheduler does to a vCPU on unpause."""
+    record = read_state(directory)["domains"].get(str(domid))
+    monitor = (record or {}).get("monitor")
+    if monitor and alive(int(monitor["pid"]), monitor.get("start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(monitor["pid"]), signal.SIGUSR1)
+
+
+def kick_all(directory: Path) -> None:
+    """kick() every domain's process (e.g. dom0's kernel gained a driver they stand in for)."""
+    for domid in domains(directory):
+        kick(directory, domid)
 
 
 def terminate(pid: int, start: int | None, timeout: float = 3.0) -> bool:

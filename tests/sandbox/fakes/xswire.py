@@ -90,6 +90,20 @@ class Client:
     def close(self) -> None:
         self.sock.close()
 
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def pump(self) -> None:
+        """Read one message the daemon sent unasked (call when the socket is readable and
+        no request is outstanding): a watch event lands in ``events``. EOF raises
+        ConnectionError, as libxenstore's reader thread sees a dead daemon."""
+        kind, _req_id, _tx, size = HEADER.unpack(self._exact(HEADER.size))
+        body = self._exact(size) if size else b""
+        if kind == Op.WATCH_EVENT:
+            parts = body.split(b"\0")
+            if len(parts) >= 2:
+                self.events.append((parts[0].decode("latin-1"), parts[1].decode("latin-1")))
+
     def __enter__(self) -> Client:
         return self
 
@@ -196,3 +210,8 @@ class Client:
     def as_domain(self, domid: int) -> None:
         """Test-only CONTROL of the stand-in xenstored: act as unprivileged domain ``domid``."""
         self.control("as-domain", str(domid))
+
+    def domain_shutdown(self, domid: int) -> None:
+        """Test-only CONTROL: the hypervisor says ``domid`` shut down or crashed (what
+        VIRQ_DOM_EXC tells C xenstored); it fires @releaseDomain once."""
+        self.control("domain-shutdown", str(domid))
