@@ -281,6 +281,14 @@ class Host:
             self.log.warning("warning", text=f"{exc.message}; the boot goes on without it "
                              f"(make room in {parent}: df -h {parent})")
 
+    def terminate(self, pid: int, what: str) -> None:
+        """SIGTERM one process (xl's monitor of a domain we give up on)."""
+        self.action(f"kill {what} (pid {pid})")
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it ended on its own meanwhile
+
     def try_lock(self, p: str) -> int | None:
         """An exclusive flock on p (created if needed): the file descriptor, or None while
         another orchestrate holds it. One boot, re-run, follower step or shutdown acts at a
@@ -457,6 +465,9 @@ class DryRunHost(Host):
 
     def save_state(self, p: str, text: str) -> None:
         pass
+
+    def terminate(self, pid: int, what: str) -> None:
+        self.action(f"kill {what} (pid {pid})")
 
     def try_lock(self, p: str) -> int | None:
         return -1  # a dry run changes nothing: it needs no lock

@@ -150,7 +150,9 @@ class Xl:
         """Attach a vif; xl resolves backend=<name> now, and waits (up to 10 s,
         LIBXL_INIT_TIMEOUT) for the backend to reach InitWait."""
         try:
-            self.host.run(["xl", "network-attach", name, spec], timeout=timeout)
+            # one argument per key: xl hands each to parse_nic_config() whole and never
+            # splits at commas (tools/xl/xl_nic.c main_networkattach)
+            self.host.run(["xl", "network-attach", name, *spec.split(",")], timeout=timeout)
         except CommandFailed as exc:
             raise self._fail(exc, f"attaching vif {spec} to {name} failed", name) from None
 

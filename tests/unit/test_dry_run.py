@@ -72,7 +72,7 @@ def test_dry_run_shows_what_the_issue_asks_for(tmp_path: Path) -> None:
         "[n<domid:sa-vm> r<domid:workload-vm>]",
         "would xl unpause <domid:workload-vm>",
         # the vif is attached once net-vm is ready, after workload-vm was created
-        "would xl network-attach workload-vm ip=10.0.5.103,backend=net-vm",
+        "would xl network-attach workload-vm ip=10.0.5.103 backend=net-vm",
         "orchestrate: OK: 3 domains would be ready",
     ]
     for line in wanted:
