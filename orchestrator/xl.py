@@ -98,8 +98,15 @@ class Xl:
         return parse_domid(result.stdout) if result.ok else None
 
     def states(self) -> dict[str, tuple[int, str]]:
+        """`xl list`: {name: (domid, state flags)}. A failure raises: "no domains" and
+        "xl could not tell" must never look alike (the follower would revoke the plumbing
+        of every running domain)."""
         result = self.host.query(["xl", "list"], timeout=self.timeout)
-        return parse_list_states(result.stdout) if result.ok else {}
+        if not result.ok:
+            raise CommandFailed(result.argv, result.returncode, result.stderr,
+                                hint="is xenstored running, and the toolstack the "
+                                "hypervisor's? (`xl info`)")
+        return parse_list_states(result.stdout)
 
     def create_paused(self, name: str, cfg_path: str, timeout: float) -> Domid:
         """`xl create -p`: built, devices set up, not yet running; returns the domid."""

@@ -223,7 +223,11 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> str:
         if now - last_check[0] < wait:
             return
         last_check[0] = now
-        state = xl.states().get(domain.name)
+        try:
+            state = xl.states().get(domain.name)
+        except OrchestratorError as exc:  # unknown is no verdict: the deadline still holds
+            ctx.log.warning("warning", text=f"{domain.name}: liveness unknown: {exc.message}")
+            return
         if state is None:
             raise OrchestratorError(f"{domain.name} (domid {domid}) is gone before it was "
                                     "ready", hint=_console_hint(domain.name))
