@@ -140,3 +140,34 @@ def test_a_domain_that_ignores_shutdown_is_destroyed_at_its_deadline(
     assert shutdown.went("workload-vm", "stopped", r"^shut down$")
     assert shutdown.said(r"orchestrate: FAILED: sa-vm destroyed")
     assert appliance.domains() == {}
+
+
+def test_the_follower_revokes_nothing_while_xl_cannot_tell_who_runs(
+        appliance: Appliance) -> None:
+    from tests.sandbox.fakes import xlstate
+
+    first = assert_appliance_up(appliance, appliance.boot())
+    follower = appliance.follower()
+    try:
+        follower.wait_for(r"follower ready")
+        time.sleep(0.5)
+        made = sum(1 for c in xlstate.calls(appliance.standin) if c[1:2] == ["list"])
+        appliance.behave({"@list": {"fail_after": made}})
+        before = appliance.tree(MAP)
+        mark = len(follower.lines)
+        assert appliance.xl("destroy", "workload-vm").returncode == 0
+        follower.wait_for(r"watch failed: `xl list` exited 1", after=mark)
+        time.sleep(0.5)
+        assert appliance.tree(MAP) == before, "unknown is no verdict: nothing revoked"
+        assert not [ln for ln in follower.lines[mark:] if "-> gone" in ln]
+        appliance.behave({})  # xl answers again; the next event converges
+        mark = len(follower.lines)
+        created = appliance.xl("create", str(appliance.root / "run/orchestrator/xl/"
+                                              "workload-vm.cfg"))
+        assert created.returncode == 0, created.stderr
+        follower.wait_for(r"workload-vm: \w+ -> (restarted|adopted)", after=mark)
+        follower.wait_for(r"workload-vm: (restarted|adopted) -> ready", after=mark)
+        domids = plumbing_is_true(appliance)
+        assert domids["sa-vm"] == first["sa-vm"]
+    finally:
+        assert follower.stop() == 0
