@@ -9,20 +9,17 @@ The commands and their options are the tables at the end of this module, parsed 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from orchestrator import __version__
+from orchestrator import __version__, cli_after
+from orchestrator.cli_support import DEFAULT_UNITS, json_log, load
 from orchestrator.commandline import Argument, Command, CommandLine, Option
 from orchestrator.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
-
-DEFAULT_UNITS = "/etc/orchestrator/units"
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -39,31 +36,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _units_dir(args: argparse.Namespace) -> str:
-    if args.units:
-        return str(args.units)
-    if Path(DEFAULT_UNITS, "host.toml").exists():
-        return DEFAULT_UNITS
-    return "units"
-
-
-def _load(args: argparse.Namespace, out: Any) -> Any:
-    from orchestrator.errors import InvalidUnits
-    from orchestrator.units import load_units
-
-    units = _units_dir(args)
-    try:
-        return load_units(units)
-    except InvalidUnits as exc:
-        for problem in exc.problems:
-            print(problem, file=out)
-        print(f"orchestrate: {exc.message} in {units}; nothing was touched (exit "
-              f"{EXIT_INVALID})", file=out)
-        return None
-
-
 def _check(args: argparse.Namespace) -> int:
-    config = _load(args, sys.stdout)
+    config = load(args, sys.stdout)
     if config is None:
         return EXIT_INVALID
     for note in config.notes:
@@ -76,7 +50,7 @@ def _check(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from orchestrator.topology import build_topology
 
-    config = _load(args, sys.stdout)
+    config = load(args, sys.stdout)
     if config is None:
         return EXIT_INVALID
     topology = build_topology(config)
@@ -104,52 +78,6 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status(args: argparse.Namespace) -> int:
-    """The recorded boot, the live picture, and with --check every difference from the plan."""
-    import json
-
-    from orchestrator import log as logmod
-    from orchestrator.context import Context, state_file
-    from orchestrator.host import Host
-    from orchestrator.state import UnreadableState, read_state_file
-    from orchestrator.status import as_json, differences, domain_views, observe, render
-    from orchestrator.topology import build_topology
-
-    config = _load(args, sys.stderr)
-    if config is None:
-        return EXIT_INVALID
-    logmod.configure("json" if args.json else args.log_format, args.debug)
-    host = Host(root=args.root, tools_path=config.host.tools_path,
-                command_timeout=config.host.command_timeout)
-    path = host.path(state_file(config))
-    try:
-        state = read_state_file(path)
-    except FileNotFoundError:
-        print(f"no state file at {path}: orchestrate has not run since boot")
-        return EXIT_FAILED
-    except UnreadableState as exc:
-        print(f"orchestrate: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
-        return EXIT_FAILED
-    ctx = Context(config=config, topology=build_topology(config), host=host, state=state,
-                  log=logmod.get_logger())
-    observed = observe(ctx)
-    diffs = None
-    if args.check:
-        if observed is None:
-            print("orchestrate status --check: `xl list` failed: run it as root on the dom0")
-            return EXIT_FAILED
-        try:
-            diffs = differences(ctx, ctx.xenstore(), observed)
-        finally:
-            ctx.close()
-    views = domain_views(ctx, observed)
-    if args.json:
-        print(json.dumps(as_json(state, views, observed is not None, diffs), indent=1))
-    else:
-        print("\n".join(render(state, views, observed is not None, diffs)))
-    return EXIT_OK if state.exit_code == 0 and not diffs else EXIT_FAILED
-
-
 def _review(args: argparse.Namespace) -> int:
     """Stdlib only, no unit files needed: with --units, the exact needs of each domain."""
     from orchestrator.capture import CaptureError
@@ -159,7 +87,7 @@ def _review(args: argparse.Namespace) -> int:
     if args.units:
         from orchestrator.topology import build_topology
 
-        config = _load(args, sys.stderr)
+        config = load(args, sys.stderr)
         if config is None:
             return EXIT_INVALID
         topology = build_topology(config)
@@ -231,7 +159,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _boot(args: argparse.Namespace) -> int:
     # Units first: invalid units exit 2 before the logging stack is even imported.
-    config = _load(args, sys.stderr)
+    config = load(args, sys.stderr)
     if config is None:
         return EXIT_INVALID
 
@@ -239,13 +167,14 @@ def _boot(args: argparse.Namespace) -> int:
 
     logmod.configure(args.log_format, args.debug)
 
-    from orchestrator.host import DryRunHost, Host
+    from orchestrator.dryrun import DryRunHost
+    from orchestrator.host import Host
 
     host = (DryRunHost if args.dry_run else Host)(
         root=args.root, tools_path=config.host.tools_path,
         command_timeout=config.host.command_timeout)
     # JSON lines beside the console, for `orchestrate review` and machines
-    with _json_log(args, host, config) as log:
+    with json_log(args, host, config) as log:
         return _boot_with(args, host, config, log)
 
 
@@ -276,119 +205,6 @@ def _boot_with(args: argparse.Namespace, host: Any, config: Any, log: Any) -> in
         log.error("step failed", step="boot", error=exc.message)
         log.error("hint", hint=exc.hint)
         return EXIT_FAILED
-
-
-def _watch(args: argparse.Namespace) -> int:
-    """The follower: one xenstore connection, no polling, until SIGTERM (exit 0)."""
-    from orchestrator import log as logmod
-
-    logmod.configure(args.log_format, args.debug)
-    config = _load(args, sys.stderr)
-    if config is None:
-        return EXIT_INVALID
-    if getattr(args, "dry_run", False):
-        print("orchestrate: watch has no dry run (it changes nothing while all is well)",
-              file=sys.stderr)
-        return EXIT_INVALID
-
-    from orchestrator.context import Context, state_file
-    from orchestrator.follow import run_follower
-    from orchestrator.host import Host
-    from orchestrator.state import BootState
-    from orchestrator.topology import build_topology
-    from orchestrator.xenstore import PyxsXenstore
-
-    host = Host(root=args.root, tools_path=config.host.tools_path,
-                command_timeout=config.host.command_timeout)
-    with _json_log(args, host, config) as log:
-        state = BootState(mode="watch")
-        text = host.read_text(state_file(config))
-        if text:
-            try:
-                state = BootState.from_json(text)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                pass  # the follower reads it again before each step, and says so there
-        log.info("start", version=__version__, pid=os.getpid(), root=args.root, mode="watch")
-        store = PyxsXenstore(host.xenstored_socket(), config.host.xenstored_timeout, log)
-        ctx = Context(config=config, topology=build_topology(config), host=host,
-                      state=state, log=log, _xenstore=store)
-        try:
-            code = run_follower(ctx, store)
-        finally:
-            store.close()
-        word = "OK" if code == EXIT_OK else "FAILED"
-        log.info("verdict", word=word, detail="the follower stopped", code=code)
-        return code
-
-
-def _shutdown(args: argparse.Namespace) -> int:
-    from orchestrator import log as logmod
-
-    logmod.configure(args.log_format, args.debug)
-    config = _load(args, sys.stderr)
-    if config is None:
-        return EXIT_INVALID
-
-    from orchestrator.host import DryRunHost, Host
-
-    dry_run = getattr(args, "dry_run", False)
-    host = (DryRunHost if dry_run else Host)(root=args.root, tools_path=config.host.tools_path,
-                                             command_timeout=config.host.command_timeout)
-    with _json_log(args, host, config) as log:
-        return _shutdown_with(args, host, config, log, dry_run)
-
-
-def _shutdown_with(args: argparse.Namespace, host: Any, config: Any, log: Any,
-                   dry_run: bool) -> int:
-    from orchestrator.context import Context, state_file
-    from orchestrator.shutdown import run_shutdown
-    from orchestrator.state import BootState
-    from orchestrator.topology import build_topology
-
-    previous = None
-    text = host.read_text(state_file(config))
-    if text:
-        try:
-            previous = BootState.from_json(text)
-        except (ValueError, TypeError, KeyError, AttributeError):
-            log.warning("warning", text=f"ignoring unreadable {state_file(config)}")
-    log.info("start", version=__version__, pid=os.getpid(), root=args.root,
-             mode="dry run" if dry_run else "shutdown")
-    ctx = Context(config=config, topology=build_topology(config), host=host,
-                  state=BootState(mode="shutdown"), log=log)
-    try:
-        return run_shutdown(ctx, previous)
-    finally:
-        ctx.close()
-
-
-@contextlib.contextmanager
-def _json_log(args: argparse.Namespace, host: Any, config: Any) -> Iterator[Any]:
-    """The console log, and its JSON lines appended to <state>/boot.jsonl (not in a dry
-    run): the boot, the follower and the shutdown of one power cycle in one file."""
-    from orchestrator import log as logmod
-
-    if host.dry_run:
-        logmod.configure(args.log_format, args.debug)
-        host.log = logmod.get_logger()
-        yield host.log
-        return
-    json_file = logmod.open_json_lines(host.path(config.host.state_dir) / "boot.jsonl")
-    try:
-        logmod.configure(args.log_format, args.debug, json_file=json_file)
-        host.log = logmod.get_logger()
-        yield host.log
-    finally:
-        if json_file is not None:
-            try:
-                json_file.close()
-            except OSError:
-                pass  # the tee said so already
-
-
-# --------------------------------------------------------------------------------------
-# The command line: one Option entry per option, one Command entry per command. A
-# command's own options are named in its `options`; the global ones apply to all.
 
 
 def _nonempty(value: str) -> str:
@@ -434,15 +250,15 @@ COMMANDS = (
             options=("--dry-run", "--skip-preflight")),
     Command("check", "validate the unit files only", _check),
     Command("plan", "print the waves and the edges behind them", _plan),
-    Command("status", "the last boot, each domain's state and current domid", _status,
+    Command("status", "the last boot, each domain's state and current domid", cli_after.status,
             options=("--check", "--json")),
     Command("review", "read a serial capture: steps, domains, critical path, verdict, "
             "first failure", _review, options=("--json", "--svg", "--boot"),
             arguments=(Argument("capture", "the raw serial capture (a file; - reads stdin)"),)),
     Command("watch", "follow the domains after the boot and keep their plumbing true (the "
-            "orchestrator-watch service; runs until stopped)", _watch),
+            "orchestrator-watch service; runs until stopped)", cli_after.watch),
     Command("shutdown", "stop the domains in reverse dependency order (OpenRC's stop)",
-            _shutdown, options=("--dry-run",)),
+            cli_after.shutdown, options=("--dry-run",)),
 )
 
 COMMAND_LINE = CommandLine(

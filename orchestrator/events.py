@@ -164,7 +164,7 @@ STRUCTURED: tuple[EventDef, ...] = (
            "{what}", domain=DOMAIN, domid=Domid(), seconds=Seconds(), what=_CAUSE),
     _event("vif attached", "{domain}: vif {devid} attached to {backend} ({backend_domid})"
            "{seconds}{cause}", domain=DOMAIN, devid=Int(), backend=DOMAIN,
-           backend_domid=Domid(), seconds=Optional(Seconds(), ", Connected in ", " s"),
+           backend_domid=Domid(), seconds=Optional(Seconds(), " in ", " s"),
            cause=_CAUSE),
     _event("vif detached", "{domain}: vif {devid} detached from {backend} ({backend_domid})"
            "{cause}", domain=DOMAIN, devid=Int(), backend=DOMAIN, backend_domid=Domid(),

@@ -4,9 +4,8 @@ Every path is joined onto `root` (`/` on a dom0, a temp tree in the sandbox test
 program runs through `query()` (reads, also run in a dry run) or `run()` (changes), with
 an argument list and a timeout, never a shell string.
 
-DryRunHost reads the real system exactly like Host, and turns every mutation into one
-"would ..." line: same steps, same code path, nothing changed. Values only a real boot
-can know come back as placeholders (`outcome()`), e.g. `<domid:net-vm>`.
+Its dry-run twin is DryRunHost (orchestrator/dryrun.py): same reads, every mutation a
+"would ..." line.
 """
 
 from __future__ import annotations
@@ -281,6 +280,14 @@ class Host:
             self.log.warning("warning", text=f"{exc.message}; the boot goes on without it "
                              f"(make room in {parent}: df -h {parent})")
 
+    def terminate(self, pid: int, what: str) -> None:
+        """SIGTERM one process (xl's monitor of a domain we give up on)."""
+        self.action(f"kill {what} (pid {pid})")
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it ended on its own meanwhile
+
     def try_lock(self, p: str) -> int | None:
         """An exclusive flock on p (created if needed): the file descriptor, or None while
         another orchestrate holds it. One boot, re-run, follower step or shutdown acts at a
@@ -396,79 +403,3 @@ def write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(errno.EIO, f"write made no progress with {len(view)} bytes left")
         view = view[written:]
-
-
-class DryRunHost(Host):
-    """Reads for real, records every mutation as a "would ..." line, changes nothing."""
-
-    dry_run = True
-
-    def refuse(self, error: OrchestratorError) -> None:
-        self.log.warning("warning", text=f"a boot would stop here: {error.message}")
-        if error.hint:
-            self.log.warning("hint", hint=error.hint)
-
-    def explain(self, text: str) -> None:
-        self.log.info("note", text=text)
-
-    def parallelism(self, tasks: int) -> int:
-        return 1  # "would" lines in one stable order
-
-    def wait_until(self, what: str, check: Callable[[], bool], timeout: float) -> bool:
-        self.action(f"wait up to {timeout:g} s until {what}")
-        return True
-
-    def outcome(self, produce: Callable[[], T], placeholder: T) -> T:
-        return placeholder
-
-    def load_module(self, name: str) -> None:
-        self.action(f"modprobe {name}")
-
-    def make_dirs(self, p: str, mode: int = 0o755) -> None:
-        if not self.path(p).is_dir():
-            self.action(f"mkdir -p {p}")
-
-    def mknod_char(self, p: str, major: int, minor: int, mode: int) -> None:
-        self.action(f"mknod {p} c {major} {minor} (mode {mode:04o})")
-
-    def mount(self, fstype: str, source: str, target: str) -> None:
-        self.action(f"mount -t {fstype} {source} {target}")
-
-    def write_file(self, p: str, text: str, mode: int = 0o644) -> None:
-        self.action(f"write {p} ({len(text)} bytes)")
-
-    def save_file(self, p: str, text: str, mode: int = 0o644) -> None:
-        pass
-
-    def write_sysfs(self, p: str, value: str) -> None:
-        self.action(f"write {p} <- {value.strip() or '(empty)'}")
-
-    def run(
-        self,
-        argv: Sequence[str],
-        timeout: float | None = None,
-        check: bool = True,
-        hint: str | None = None,
-        quiet: bool = False,
-    ) -> Result:
-        if not quiet:
-            self.action(" ".join(argv))
-        return Result(list(argv), 0, "", "")
-
-    def save_state(self, p: str, text: str) -> None:
-        pass
-
-    def try_lock(self, p: str) -> int | None:
-        return -1  # a dry run changes nothing: it needs no lock
-
-    def unlock(self, fd: int) -> None:
-        pass
-
-    def download(self, image: Image, dest: str, timeout: float, deadline: float,
-                 tls: bool = False) -> None:
-        pass  # the fetch step logs the request and the expected hash and size
-
-    def xenstore(self, timeout: float) -> Xenstore:
-        from orchestrator.xenstore_dryrun import RecordingXenstore
-
-        return RecordingXenstore(self.log)

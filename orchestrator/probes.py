@@ -109,7 +109,7 @@ class KeyProbe:
 
     def check(self, store: Xenstore, domid: Domid) -> str | None:
         untrusted_value = store.read_bytes(f"/local/domain/{domid}/{self.key}")
-        return f"{self.key} written" if untrusted_value is not None else None
+        return self.key if untrusted_value is not None else None  # "data/ready": written
 
     def describe(self) -> str:
         return f"xenstore:{self.key}"
@@ -136,7 +136,7 @@ class ConnectedProbe:
             return None
         if not found or not all(is_connected(store, d) for d in found):
             return None
-        return f"{len(found)} device{'s' if len(found) != 1 else ''} connected"
+        return "connected"
 
     def describe(self) -> str:
         return "connected"

@@ -51,7 +51,13 @@ class Shutdown:
             ctx.state.standing_down = True
             ctx.save()
             none: Observed = {}
-            observed = ctx.host.outcome(self.xl.states, none)
+            try:
+                observed = ctx.host.outcome(self.xl.states, none)
+            except OrchestratorError as exc:
+                ctx.log.error("step failed", step="shutdown", error=exc.message)
+                ctx.log.error("hint", hint=exc.hint)
+                return self._verdict(EXIT_FAILED, "FAILED", "`xl list` failed: nothing "
+                                     "was stopped")
             order = [n for wave in reversed(ctx.topology.waves) for n in wave]
             before = scheduler.backwards(ctx.topology)
             levels = scheduler.levels(order, before)
@@ -138,7 +144,10 @@ class Shutdown:
         store = self.ctx.xenstore()
 
         def gone(event: str | None) -> str | None:
-            state = self.xl.states().get(name)
+            try:
+                state = self.xl.states().get(name)
+            except OrchestratorError:
+                return None  # unknown: wait on, its deadline holds
             if state is None or state[0] != domid:
                 return "gone"
             return "shut down" if "s" in state[1] else None
@@ -151,8 +160,13 @@ class Shutdown:
     def destroy(self, name: str, domid: Domid) -> bool:
         result = self.ctx.host.run(["xl", "destroy", name], check=False,
                                    timeout=self.ctx.config.host.command_timeout)
-        if result.ok or self.xl.states().get(name, (None,))[0] != domid:
+        if result.ok:
             return True
+        try:
+            if self.xl.states().get(name, (None,))[0] != domid:
+                return True
+        except OrchestratorError:
+            pass
         tail = " | ".join(result.stderr.strip().splitlines()[-2:])
         self.problems.append(f"{name} (domid {domid}) could not be destroyed: {tail}")
         self.ctx.log.error("hint", hint=f"destroy it by hand: xl destroy {name}")

@@ -72,23 +72,25 @@ def config_devid(vifs: tuple[Vif, ...], index: int) -> int | None:
 
 
 def attach_later_vifs(ctx: Context, xl: Xl, name: str, domid: Domid,
-                      backend_done: Callable[[str], bool]) -> None:
+                      backend_done: Callable[[str], bool]) -> list[str]:
     """During the boot: each vif of `name` left out of its xl config is attached once its
     backend is ready (backend_done(backend) waits until the backend's own bring-up ended).
     A backend that did not get ready leaves the vif unattached, said; the follower attaches
-    it when the backend comes up."""
+    it when the backend comes up. Returns the backends that were not ready."""
     domain = ctx.config.domain(name)
     store = ctx.xenstore()
+    missing = []
     for index, vif in enumerate(domain.vifs):
         if not vif.attached_later or vif.backend is None:
             continue
         if not backend_done(vif.backend) or served_by(ctx, vif.backend) is None:
             ctx.log.warning("warning", text=f"{name}'s vif[{index}] is not attached: "
                             f"{vif.backend} is not ready")
+            missing.append(vif.backend)
             continue
         before = {d.devid for d in devices(store, domid, ("vif",))}
-        _attach(ctx, xl, name, domid, index, vif_spec(vif), before,
-                cause=f"{vif.backend} is ready")
+        _attach(ctx, xl, name, domid, index, vif_spec(vif), before, cause="")
+    return missing
 
 
 def _detach(ctx: Context, xl: Xl, name: str, device: Device, backend: str) -> None:

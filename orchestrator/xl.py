@@ -82,7 +82,7 @@ def parse_list_states(text: str) -> dict[str, tuple[int, str]]:
 
 def network_attach_argv(name: str, spec: str) -> list[str]:
     """`xl network-attach` for a vif= spec (`ip=...,script=...,backend=...`): one argument
-    per key. xl parses each argument as ONE key=value (tools/xl/xl_vmcontrol.c
+    per key. xl parses each argument as ONE key=value (tools/xl/xl_nic.c
     main_networkattach -> parse_nic_config); the commas are split only in a config file's
     vif= list, so a joined spec made `ip` swallow the rest and the backend default to dom0
     (seen in the lab: "unable to add device with path /local/domain/0/backend/vif/3/0")."""
@@ -107,8 +107,15 @@ class Xl:
         return parse_domid(result.stdout) if result.ok else None
 
     def states(self) -> dict[str, tuple[int, str]]:
+        """`xl list`: {name: (domid, state flags)}. A failure raises: "no domains" and
+        "xl could not tell" must never look alike (the follower would revoke the plumbing
+        of every running domain)."""
         result = self.host.query(["xl", "list"], timeout=self.timeout)
-        return parse_list_states(result.stdout) if result.ok else {}
+        if not result.ok:
+            raise CommandFailed(result.argv, result.returncode, result.stderr,
+                                hint="is xenstored running, and the toolstack the "
+                                "hypervisor's? (`xl info`)")
+        return parse_list_states(result.stdout)
 
     def create_paused(self, name: str, cfg_path: str, timeout: float) -> Domid:
         """`xl create -p`: built, devices set up, not yet running; returns the domid."""

@@ -91,9 +91,61 @@ def sandbox_boots(runs: int = 3) -> None:
             shutil.rmtree(sockdir, ignore_errors=True)
 
 
+def follower_idle(seconds: float) -> None:
+    """The follower after a sandbox boot: CPU ticks, wake-ups (context switches of every
+    thread) and RSS over `seconds` of idle (MEASURE_IDLE, default 60), then a shutdown."""
+    import shutil
+    from pathlib import Path
+
+    sys.path.insert(0, os.getcwd())
+    from tests.sandbox.appliance import Appliance
+
+    def ticks(pid: int) -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    def wakeups(pid: int) -> int:
+        return sum(int(line.split()[1]) for status in Path(f"/proc/{pid}/task").glob("*/status")
+                   for line in status.read_text().splitlines() if "ctxt_switches" in line)
+
+    def rss_kib(pid: int) -> int:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    base = Path(tempfile.mkdtemp(prefix="measure-"))
+    sockdir = Path(tempfile.mkdtemp(prefix="xs-", dir="/tmp"))
+    os.environ["XL_STANDIN_LIFETIME"] = str(int(seconds) + 120)
+    box = Appliance(base, sockdir).start()
+    box.env["XL_STANDIN_LIFETIME"] = os.environ["XL_STANDIN_LIFETIME"]
+    try:
+        if box.boot().code != 0:
+            raise SystemExit("the sandbox boot failed")
+        follower = box.follower()
+        follower.wait_for(r"follower ready")
+        time.sleep(2)
+        pid = follower.proc.pid
+        before = (ticks(pid), wakeups(pid))
+        time.sleep(seconds)
+        after = (ticks(pid), wakeups(pid))
+        print(f"idle follower over {seconds:g} s: {after[0] - before[0]} CPU ticks, "
+              f"{after[1] - before[1]} wake-ups, RSS {rss_kib(pid) / 1024:.1f} MiB")
+        shutdown = box.run("shutdown")
+        follower.stop()
+        stops = [f"{t['domain']} {t['seconds']:.2f} s" for t in shutdown.transitions()
+                 if t["to_state"] == "stopped"]
+        print(f"sandbox shutdown (exit {shutdown.code}), in order: {', '.join(stops)}")
+    finally:
+        box.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
 if __name__ == "__main__":
     main()
     if os.geteuid() == 0:
         sandbox_boots()
+        follower_idle(float(os.environ.get("MEASURE_IDLE", "60")))
     else:
         print("full sandbox boot: skipped (needs root for mknod in the temp root)")

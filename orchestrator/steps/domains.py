@@ -24,6 +24,7 @@ from orchestrator.context import Context
 from orchestrator.errors import OrchestratorError
 from orchestrator.ipc import Domid
 from orchestrator.probes import probe_for
+from orchestrator.steps.finish import xl_monitors
 from orchestrator.steps.handoff import return_devices
 from orchestrator.units import DomainUnit
 from orchestrator.vifs import attach_later_vifs, repair_vifs
@@ -134,10 +135,15 @@ def create_and_boot(ctx: Context, xl: Xl, domain: DomainUnit,
     domid = xl.create_paused(name, xl_config_path(ctx, name),
                              ctx.remaining(ctx.config.host.create_timeout))
     ctx.journal.apply(name, lifecycle.create, domid, round(time.monotonic() - started, 2))
-    ctx.journal.apply(name, lifecycle.provision, plumbing.provision(ctx))
+    plumbing.provision(ctx)  # each node written is its own line: the cause stays short
+    ctx.journal.apply(name, lifecycle.provision, "xenstore written")
     xl.unpause(name, domid)
     ctx.journal.apply(name, lifecycle.unpause)
-    attach_later_vifs(ctx, xl, name, domid, backend_done)
+    missing = attach_later_vifs(ctx, xl, name, domid, backend_done)
+    if missing and domain.readiness.mode == "connected":
+        raise OrchestratorError(
+            f"its vif's backend {missing[0]} is not ready, so {name} cannot get connected",
+            hint=f"see {missing[0]}'s lines above")
     reason = wait_ready(ctx, xl, domain, domid)
     ctx.journal.apply(name, lifecycle.ready, reason, round(time.monotonic() - started, 2))
     connect_dom0(ctx, xl, name)
@@ -182,6 +188,13 @@ def fail_ours(ctx: Context, xl: Xl, domain: DomainUnit, exc: OrchestratorError) 
     name = domain.name
     record = ctx.journal.record(name)
     if record.domid is not None:
+        # xl's monitor goes first: between destroying a crashed domain and creating it
+        # again it sleeps (xl_vmcontrol.c), and a destroy in that window finds nothing
+        # while the monitor then brings the domain back with its devices
+        none: list[tuple[int, str]] = []
+        for pid, monitored in ctx.host.outcome(xl_monitors, none):
+            if monitored == name:
+                ctx.host.terminate(pid, f"xl's monitor of {name}")
         xl.destroy(name, record.domid)
     ctx.journal.apply(name, lifecycle.fail, exc.message, destroyed=True)
     ctx.log.error("hint", hint=exc.hint or logs_hint(name))
@@ -210,7 +223,11 @@ def wait_ready(ctx: Context, xl: Xl, domain: DomainUnit, domid: Domid) -> str:
         if now - last_check[0] < wait:
             return
         last_check[0] = now
-        state = xl.states().get(domain.name)
+        try:
+            state = xl.states().get(domain.name)
+        except OrchestratorError as exc:  # unknown is no verdict: the deadline still holds
+            ctx.log.warning("warning", text=f"{domain.name}: liveness unknown: {exc.message}")
+            return
         if state is None:
             raise OrchestratorError(f"{domain.name} (domid {domid}) is gone before it was "
                                     "ready", hint=_console_hint(domain.name))

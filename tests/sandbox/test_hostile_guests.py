@@ -31,8 +31,8 @@ def test_a_frontend_pointing_its_backend_key_elsewhere_is_not_believed(
     appliance.domain_setting("workload-vm", None, "ready_timeout", "2")
     boot = appliance.boot()
     assert boot.code == 1, boot.console
-    assert boot.went("workload-vm", "failed", r"timed out after 2 s waiting for workload-vm "
-                     r"connected")
+    # the vif is attached once net-vm is ready; its backend never gets Connected
+    assert boot.went("workload-vm", "failed", r"timed out after 2 s waiting for workload-vm")
     assert not boot.went("workload-vm", "ready")
     assert "workload-vm" not in appliance.domains(), "it was ours and never came up"
 
@@ -78,13 +78,16 @@ def test_a_readiness_value_that_is_no_text_is_still_the_guests_word(
     boot = appliance.boot()
     writer.join(5)
     assert boot.code == 0, boot.console
-    assert boot.went("sa-vm", "ready", "data/ready written")
+    assert boot.went("sa-vm", "ready", "^data/ready$")
 
 
 def test_a_guest_flooding_its_frontend_state_costs_dom0_nothing(
         appliance: Appliance) -> None:
     """workload-vm rewrites its vif's frontend state in a tight loop while dom0 waits for
     it: dom0 reads that node, never watches it."""
+    # dom0 waits 3 s for workload-vm's data/ready while the guest floods its frontend
+    appliance.domain_setting("workload-vm", None, "readiness", '"xenstore:data/ready"')
+    appliance.behave({"workload-vm": {"ready_after": 3}})
     assert appliance.boot().code == 0
 
     def destroy_all() -> None:
@@ -96,7 +99,6 @@ def test_a_guest_flooding_its_frontend_state_costs_dom0_nothing(
     assert normal.code == 0, normal.console
     baseline = normal.state["usage"]["cpu_seconds"]
     destroy_all()
-    appliance.behave({"workload-vm": {"ready_after": 3}})
     writes = [0]
     stop = threading.Event()
 
@@ -106,11 +108,14 @@ def test_a_guest_flooding_its_frontend_state_costs_dom0_nothing(
         domid = appliance.domains().get("workload-vm")
         if domid is None:
             return
+        frontend = f"/local/domain/{domid}/device/vif/0"
+        while not stop.is_set() and appliance.read(f"{frontend}/state") is None:
+            time.sleep(0.02)  # the vif is attached once net-vm is ready
         with appliance.xs(as_domain=domid, timeout=2) as guest:
             while not stop.is_set():
                 try:
                     guest.write(f"/local/domain/{domid}/device/vif/0/state",
-                                "4" if writes[0] % 2 else "3")
+                                "4")  # Connected, again and again
                 except Exception:  # noqa: BLE001 - the domain went away: the flood ends
                     return
                 writes[0] += 1
@@ -125,5 +130,7 @@ def test_a_guest_flooding_its_frontend_state_costs_dom0_nothing(
     assert flooded.code == 0, flooded.console
     assert writes[0] > 1000, writes[0]
     cpu = flooded.state["usage"]["cpu_seconds"]
+    print(f"flood: {writes[0]} frontend writes; boot CPU {cpu:.3f} s, baseline "
+          f"{baseline:.3f} s")  # the figure for the issue note (pytest -s)
     assert cpu <= 2 * max(baseline, 0.2), (cpu, baseline, writes[0])
     assert f"{MAP}/workload-vm" in appliance.tree(MAP)

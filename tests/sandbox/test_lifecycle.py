@@ -111,7 +111,7 @@ def test_the_follower_replumbs_a_domain_that_came_back_within_a_second(
                     and e.get("domain") == "sa-vm"]
         assert restored and restored[-1]["domid"] == new_sa
         assert restored[-1]["seconds"] <= 1.0, restored[-1]
-        follower.wait_for(r"sa-vm\b.*\bready\b", after=mark)
+        follower.wait_for(r"sa-vm: restarted -> ready", after=mark)
         assert time.monotonic() - started < 10
         plumbing_is_true(appliance)
         assert appliance.domains()["workload-vm"] == first["workload-vm"]
@@ -127,7 +127,7 @@ def test_the_follower_revokes_everything_naming_a_domain_gone_for_good(
         follower.wait_for(r"follower ready")
         mark = len(follower.lines)
         assert appliance.xl("destroy", "sa-vm").returncode == 0
-        follower.wait_for(r"sa-vm\b.*\bgone\b", after=mark)
+        follower.wait_for(r"sa-vm: \w+ -> gone", after=mark)
         time.sleep(0.5)
         work = first["workload-vm"]
         assert f"{MAP}/sa-vm" not in appliance.tree(MAP)
@@ -150,7 +150,7 @@ def test_a_follower_killed_mid_event_converges_when_it_starts_again(
     recreate(appliance, "sa-vm")  # nobody follows now
     again = appliance.follower()
     try:
-        again.wait_for(r"sa-vm\b.*\bready\b")
+        again.wait_for(r"sa-vm: restarted -> ready")
         plumbing_is_true(appliance)
     finally:
         assert again.stop() == 0

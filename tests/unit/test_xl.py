@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.xl import (
-    VERSION_HINT,
-    explain_failure,
-    network_attach_argv,
-    parse_list_states,
-)
+from orchestrator.xl import VERSION_HINT, explain_failure, parse_list_states
 
 SEEN = [
     # 4.17 tools on a 4.20 hypervisor: xl create exits 3 after 0.15 s
@@ -48,12 +43,3 @@ def test_xl_list_states_parse_the_flags_column() -> None:
             "Domain-0                                     0   320     2     r-----      20.5\n"
             "pvh-vm                                       1   128     1     -b----       9.6\n")
     assert parse_list_states(text) == {"Domain-0": (0, "r-----"), "pvh-vm": (1, "-b----")}
-
-
-def test_a_vif_spec_is_attached_with_one_argument_per_key() -> None:
-    """xl network-attach parses each argument as one key=value: a joined spec would make
-    ip= swallow the rest and put the backend in dom0 (the lab saw it)."""
-    assert network_attach_argv("workload-vm", "ip=10.0.5.103,script=vif-route-sh,"
-                               "backend=net-vm") == [
-        "xl", "network-attach", "workload-vm", "ip=10.0.5.103", "script=vif-route-sh",
-        "backend=net-vm"]

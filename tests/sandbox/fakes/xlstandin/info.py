@@ -139,6 +139,14 @@ def cpu_time(record: Record | None, booted_at: float) -> float:
 def cmd_list(args: list[str]) -> int:
     """main_list() (xl_info.c:549); -v adds the UUID, the shutdown reason code in hex and
     the security label (xl_info.c:379, 418-426)."""
+    fail_after = behaviour().get("@list", {}).get("fail_after")
+    if fail_after is not None:  # the hypervisor stops answering: libxl_list_domain fails
+        made = sum(1 for c in xlstate.calls(standin()) if c[1:2] == ["list"])
+        if made > int(fail_after):
+            say("libxl: error: libxl_domain.c:331:libxl_list_domain: getting domain info "
+                "list: Permission denied")
+            say("libxl_list_domain failed.")
+            return 1
     long_format = any(a in ("-l", "--long") for a in args)
     verbose = any(a in ("-v", "--verbose") for a in args)
     wanted = [a for a in args if not a.startswith("-")]
