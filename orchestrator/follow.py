@@ -37,7 +37,7 @@ from orchestrator.runlock import exclusive
 from orchestrator.state import BootState
 from orchestrator.vifs import repair_vifs
 from orchestrator.xenstore import PyxsXenstore
-from orchestrator.xl import Xl
+from orchestrator.xl import Xl, is_shut_down, shutdown_cause
 from orchestrator.xswatch import ConnectionLost, Subscription
 
 DOMAIN_EVENTS = ("@introduceDomain", "@releaseDomain")
@@ -133,12 +133,10 @@ class Follower:
                     self._stop_waiting(name)
                 continue
             domid, flags = observed[name]
-            if "c" in flags or "s" in flags:
+            if is_shut_down(flags):
                 if state is not DomainState.CRASHED:
-                    what = "crashed" if "c" in flags else "shut down"
-                    ctx.journal.apply(name, lifecycle.crash,
-                                      f"{what}, preserved by xl (domid {domid}); "
-                                      f"`xl destroy {name}` to let it go")
+                    ctx.journal.apply(name, lifecycle.crash, shutdown_cause(
+                        name, flags, ctx.config.domain(name).shutdown_actions))
                 continue
             if record.domid == domid and lifecycle.is_present(record):
                 continue

@@ -10,7 +10,7 @@ Boot, re-run, follower (`orchestrate watch`) and shutdown all use the same state
     pending -> created -> provisioned -> booting -> ready          (a boot)
     pending -> adopted -> ready                                    (a re-run finds it running)
     ready/adopted/... -> restarted -> ready                        (xl restarted it: new domid)
-    ready/... -> crashed                                           (crashed, preserved by xl)
+    ready/... -> crashed                                           (shut down, not destroyed yet)
     ready/... -> stopping -> stopped                               (orchestrate shutdown)
     created/provisioned/booting -> failed                          (ours, destroyed by us)
     pending -> skipped                                             (a domain it needs failed)
@@ -38,7 +38,7 @@ class DomainState(StrEnum):
     READY = "ready"  # its readiness mode says so
     ADOPTED = "adopted"  # found running (a re-run, the follower); being checked
     RESTARTED = "restarted"  # running under a new domid; plumbing being restored
-    CRASHED = "crashed"  # crashed and preserved by xl (on_crash = "preserve")
+    CRASHED = "crashed"  # shut down or crashed; xl restarts, destroys or preserves it (on_*)
     STOPPING = "stopping"  # `xl shutdown` sent
     STOPPED = "stopped"  # shut down (or destroyed at its deadline) by orchestrate
     FAILED = "failed"  # did not come up; destroyed by us unless it runs on

@@ -7,6 +7,7 @@ xl exits 0 from `create` once the domain is built; it does not wait for the gues
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from orchestrator.errors import CommandFailed, OrchestratorError
 from orchestrator.host import Host
@@ -67,7 +68,35 @@ def parse_domid(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-_STATE_RE = re.compile(r"^(\S+)\s+(\d+)\s+\d+\s+\d+\s+([-rbpscd]{6})\s")
+# the six letters of `xl list`'s State column: r b p s <shutdown reason> d, where the
+# reason is one of "-rscwS" (poweroff, reboot, suspend, crash, watchdog, soft reset) or '?'
+# (tools/xl/xl_info.c list_domains)
+_STATE_RE = re.compile(r"^(\S+)\s+(\d+)\s+\d+\s+\d+\s+([-rbpscdwS?]{6})\s")
+_REASONS = {"-": ("powered off", "on_poweroff"), "r": ("rebooting", "on_reboot"),
+            "s": ("suspended", None), "c": ("crashed", "on_crash"),
+            "w": ("stopped by its watchdog", None), "S": ("soft-resetting", None)}
+
+
+def is_shut_down(flags: str) -> bool:
+    """The domain has shut down (for any reason) and is not yet destroyed."""
+    return len(flags) == 6 and flags[3] == "s"
+
+
+def shutdown_cause(name: str, flags: str, actions: Mapping[str, str]) -> str:
+    """What a shut-down domain is doing, from `xl list`'s state and the unit's on_* actions
+    (which xl's monitor of the domain carries out): e.g. a `xl sysrq b` reads "rebooting
+    (xl list: ---sr-): xl restarts it (on_reboot = "restart"), a new domid follows"."""
+    what, key = _REASONS.get(flags[4:5], ("shut down", None))
+    head = f"{what} (xl list: {flags})"
+    action = actions.get(key, "") if key else ""
+    if action in ("restart", "rename-restart", "coredump-restart"):
+        return (f"{head}: xl restarts it ({key} = \"{action}\"), a new domid follows; if "
+                f"none does, `xl destroy {name}` and re-run orchestrate")
+    if action in ("destroy", "coredump-destroy"):
+        return f"{head}: xl destroys it ({key} = \"{action}\"); its plumbing goes then"
+    setting = f" ({key} = \"{action}\")" if action else ""
+    return (f"{head}, preserved{setting}: it keeps its devices; `xl destroy {name}` to let "
+            f"it go, then re-run orchestrate")
 
 
 def parse_list_states(text: str) -> dict[str, tuple[int, str]]:

@@ -28,7 +28,7 @@ from orchestrator.steps.finish import xl_monitors
 from orchestrator.steps.handoff import return_devices
 from orchestrator.units import DomainUnit
 from orchestrator.vifs import attach_later_vifs, repair_vifs
-from orchestrator.xl import Xl, logs_hint
+from orchestrator.xl import Xl, is_shut_down, logs_hint, shutdown_cause
 from orchestrator.xlcfg import render_xl_config
 
 ALIVE_INTERVAL = 5.0  # seconds between `xl list` checks while a domain boots
@@ -91,12 +91,10 @@ def adopt(ctx: Context, name: str, domid: int, flags: str) -> None:
     cause = f"already running as domid {domid}"
     if was is not None and was != domid:
         cause += f" (was domid {was}: restarted since)"
-    if "c" in flags or "s" in flags:
-        what = "crashed" if "c" in flags else "shut down"
+    if is_shut_down(flags):
         ctx.journal.apply(name, lifecycle.adopt, domid, cause)
-        ctx.journal.apply(name, lifecycle.crash,
-                          f"{what} and preserved by xl (xl list: {flags}); it keeps its "
-                          f"devices: `xl destroy {name}`, then re-run orchestrate")
+        ctx.journal.apply(name, lifecycle.crash, shutdown_cause(
+            name, flags, ctx.config.domain(name).shutdown_actions))
         return
     ctx.journal.apply(name, lifecycle.adopt, domid, cause)
 

@@ -86,11 +86,16 @@ class DomainUnit:
     def images(self) -> tuple[Image, ...]:
         return (self.kernel,) if self.ramdisk is None else (self.kernel, self.ramdisk)
 
+    @property
+    def shutdown_actions(self) -> dict[str, str]:
+        """{"on_reboot": "restart", ...}: what xl does when the domain shuts down."""
+        return {"on_poweroff": self.on_poweroff, "on_reboot": self.on_reboot,
+                "on_crash": self.on_crash}
+
     def restart_keys(self) -> tuple[str, ...]:
         """The on_* keys whose action makes xl create this domain again (a new domid)."""
-        actions = (("on_poweroff", self.on_poweroff), ("on_reboot", self.on_reboot),
-                   ("on_crash", self.on_crash))
-        return tuple(key for key, action in actions if action in RESTART_ACTIONS)
+        return tuple(key for key, action in self.shutdown_actions.items()
+                     if action in RESTART_ACTIONS)
 
 
 @dataclass(frozen=True)
