@@ -169,8 +169,9 @@ STRUCTURED: tuple[EventDef, ...] = (
     _event("vif detached", "{domain}: vif {devid} detached from {backend} ({backend_domid})"
            "{cause}", domain=DOMAIN, devid=Int(), backend=DOMAIN, backend_domid=Domid(),
            cause=_CAUSE),
-    _event("shutdown level", "shutdown level {level} of {levels}: {domains}",
-           level=Int(), levels=Int(), domains=NameList()),
+    # not {level}: structlog's own "level" (info, warning) would overwrite it
+    _event("shutdown level", "shutdown level {number} of {levels}: {domains}",
+           number=Int(), levels=Int(), domains=NameList()),
     _event("follower ready", "follower ready: following {domains} domains, watching "
            "{watches}", domains=Int(), watches=TEXT),
 )

@@ -19,12 +19,15 @@ The critical path is the chain of domains that ends at the one that became ready
 The capture does not state the dependencies, but a domain is created only once the
 domains it needs are ready, so the chain is rebuilt from the order of the events: the
 predecessor of a domain is the domain whose ->ready line (after a create) came last
-before that domain's ->created line; then the same for that one, back to a domain
-created before any was ready. Each predecessor is noted when the ->created line is read,
-so the whole path costs O(domains + edges). Adopted domains (already running) have no
+before that domain's ->created line, or, for a domain created before the backend of its
+vif was ready, that backend when the vif was attached before the domain was ready (its
+share of the path is then the time from the backend's ready to its own); then the same
+for that one, back to a domain created before any was ready. Each predecessor is noted
+when the ->created (or vif attached) line is read, so the whole path costs
+O(domains + edges). Adopted domains (already running) have no
 create-to-ready time and are not on it; a domain whose ->created line is missing ends
 the chain. With the units (`--units DIR`), only the domains it needs (topology) are
-candidates. The figure is the sum of the create-to-ready times along the chain.
+candidates. The figure is the sum of the domains' shares along the chain.
 
 Exit codes: 0 when the reviewed run's verdict is OK, 1 when it failed, was interrupted or
 has no verdict (killed, or the capture ends), or no line of ours was found.
@@ -214,6 +217,8 @@ def _fold(run: RunView, line: Line, name: str | None, f: dict[str, object],
         if dom is not None and len(dom.vifs) < MAX_VIFS:
             dom.vifs.append(VifView(int(str(f["devid"])), str(f["backend"]), line.uptime,
                                     _float(f["seconds"])))
+        if dom is not None:
+            _waited_for_backend(run, dom, str(f["backend"]))
     elif name == "follower ready":
         run.follower = {"at": line.uptime, **f}
     if name in LIFECYCLE:
@@ -294,6 +299,19 @@ def _transition(run: RunView, line: Line, name: str, to: str, domid: object,
             _failed(run, line, f"{name} failed: {cause}")
 
 
+def _waited_for_backend(run: RunView, dom: DomainView, backend_name: str) -> None:
+    """A vif attached before its domain is ready, to a backend that became ready after the
+    domain was created: the domain's readiness waited for that backend, which becomes its
+    predecessor if it was ready later than the current one."""
+    backend = run.domains.get(backend_name)
+    if dom.ready is not None or dom.created_seq is None or backend is None \
+            or backend.ready_seq is None or backend.ready_seq < dom.created_seq:
+        return
+    current = run.domains.get(dom.after) if dom.after else None
+    if current is None or current.ready_seq is None or current.ready_seq < backend.ready_seq:
+        dom.after, dom.after_vif = backend.name, True
+
+
 def _predecessor(run: RunView, name: str,
                  needs: Mapping[str, Sequence[str]] | None) -> str | None:
     if needs is None:
@@ -347,7 +365,7 @@ def _shutdown_of(run: RunView) -> Shutdown:
     for event in run.lifecycle:
         f = event.fields
         if event.event == "shutdown level":
-            shutdown.levels.append((int(str(f["level"])), int(str(f["levels"])),
+            shutdown.levels.append((int(str(f["number"])), int(str(f["levels"])),
                                     str(f["domains"]), event.uptime))
         elif event.event == "domain transition":
             to, domain = f["to_state"], str(f["domain"])

@@ -21,6 +21,7 @@ from orchestrator.review_model import (
     RunView,
     Verdict,
     critical_path,
+    path_seconds,
 )
 
 SCHEMA = "orchestrate-review"
@@ -126,7 +127,7 @@ def _run(run: RunView) -> dict[str, Any]:
         "domains": [_domain(d, on_path) for d in run.domains.values()],
         "untracked_domains": run.untracked_domains,
         "critical_path": {"domains": [d.name for d in path],
-                          "seconds": round(sum(d.seconds or 0.0 for d in path), 2)},
+                          "seconds": round(path_seconds(path), 2)},
         "verdict": _verdict(run.verdict),
         "first_failure": None if failure is None else {
             "uptime": failure.uptime, "step": failure.step.strip() or None,

@@ -7,7 +7,7 @@ views (review_text.py, review_json.py, review_svg.py) only read it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.event_types import verdict_text
@@ -70,6 +70,9 @@ class DomainView:
     created_seq: int | None = None
     ready_seq: int | None = None
     after: str | None = None  # its predecessor on the critical path
+    # the predecessor is the backend of a vif attached once that backend was ready (the
+    # domain was created before it, and its readiness waited for the vif)
+    after_vif: bool = False
 
     @property
     def start(self) -> float | None:
@@ -258,9 +261,24 @@ def critical_path(domains: Mapping[str, DomainView]) -> list[DomainView]:
         path.append(last)
         seen.add(last.name)
         before = domains.get(last.after) if last.after else None
-        if before is None or before.ready_seq is None or last.created_seq is None \
-                or before.ready_seq >= last.created_seq:
+        if before is None or before.ready_seq is None or last.created_seq is None or (
+                before.ready_seq >= last.created_seq and not last.after_vif):
             break
         last = before
     path.reverse()
     return path
+
+
+def path_share(dom: DomainView, before: DomainView | None) -> float:
+    """A domain's part of the critical path: its create-to-ready time, or, when it waited
+    for a vif whose backend (`before`) became ready after it was created, only the time
+    from that backend's ready to its own (the rest overlapped the backend's boot)."""
+    if dom.after_vif and before is not None and before.ready is not None \
+            and dom.ready is not None:
+        return max(0.0, dom.ready - before.ready)
+    return dom.seconds or 0.0
+
+
+def path_seconds(path: Sequence[DomainView]) -> float:
+    """The critical path's length: the sum of its domains' shares."""
+    return sum(path_share(dom, path[i - 1] if i else None) for i, dom in enumerate(path))

@@ -15,6 +15,8 @@ from orchestrator.review_model import (
     RunView,
     StepView,
     critical_path,
+    path_seconds,
+    path_share,
 )
 
 WIDTH = 80
@@ -183,10 +185,15 @@ def _path(run: RunView) -> list[str]:
     if not path:
         return ["critical path: none (no domain became ready)"]
     shown = path if len(path) <= 12 else [*path[:6], None, *path[-5:]]
-    chain = " -> ".join(f"{d.name} ({d.seconds:.2f} s)" if d else f"({len(path) - 11} more)"
-                        for d in shown)
-    total = sum(d.seconds or 0.0 for d in path)
-    return wrap(f"{chain} = {total:.2f} s", "critical path: ", "  ")
+    chain = " -> ".join(_link(d, path) if d else f"({len(path) - 11} more)" for d in shown)
+    return wrap(f"{chain} = {path_seconds(path):.2f} s", "critical path: ", "  ")
+
+
+def _link(dom: DomainView, path: list[DomainView]) -> str:
+    if not dom.after_vif:
+        return f"{dom.name} ({dom.seconds:.2f} s)"
+    before = path[path.index(dom) - 1] if path.index(dom) else None
+    return f"{dom.name} ({dom.seconds:.2f} s, its vif +{path_share(dom, before):.2f} s)"
 
 
 def _after(boot: BootView) -> list[str]:

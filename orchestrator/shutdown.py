@@ -62,7 +62,7 @@ class Shutdown:
             before = scheduler.backwards(ctx.topology)
             levels = scheduler.levels(order, before)
             for number, level in enumerate(levels, start=1):
-                ctx.log.info("shutdown level", level=number, levels=len(levels),
+                ctx.log.info("shutdown level", number=number, levels=len(levels),
                              domains=", ".join(level))
             scheduler.walk(order, before, lambda name: self.stop(name, observed),
                            ctx.host.parallelism(len(order)))

@@ -113,6 +113,10 @@ def test_the_shutdown_stops_clients_first_and_gives_dom0_its_nic_back(
     assert stopped.index("workload-vm") < stopped.index("net-vm")
     levels = [e for e in shutdown.events if e.get("event") == "shutdown level"]
     assert [e["domains"] for e in levels][0] == "workload-vm"
+    assert [e["number"] for e in levels] == list(range(1, len(levels) + 1))
+    # the console line the review reads (it fell back to key=value when the field was
+    # named "level", which structlog's own level overwrote)
+    assert shutdown.said(r"shutdown level 1 of \d: workload-vm")
     for t in shutdown.transitions():
         if t["to_state"] == "stopped":
             assert t["cause"] == "shut down" and t["seconds"] is not None

@@ -605,3 +605,33 @@ def test_peak_memory_does_not_grow_with_the_capture(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=120, check=True,
                                 cwd=REPO)
         assert int(result.stdout) < 60 * 1024, f"{kind}: {int(result.stdout) >> 10} MiB"
+
+
+def test_a_domain_whose_vif_waited_for_its_backend_has_that_backend_before_it() -> None:
+    """workload-vm is created while net-vm boots (only its vif needs net-vm); its vif is
+    attached once net-vm is ready and it is ready once the vif is Connected: the path is
+    net-vm then workload-vm, whose share is the time after net-vm was ready (the lab)."""
+    lines = [
+        ours(9.2, "orchestrate 0.1.0 (boot), pid 169, root /"),
+        ours(17.2, "sa-vm: pending -> created (domid 1) in 1.45 s: xl create -p", 7),
+        ours(17.3, "net-vm: pending -> created (domid 2) in 1.67 s: xl create -p", 7),
+        ours(22.9, "sa-vm: booting -> ready (domid 1) in 7.15 s: data/ready", 7),
+        ours(24.7, "workload-vm: pending -> created (domid 3) in 1.70 s: xl create -p", 7),
+        ours(26.4, "net-vm: booting -> ready (domid 2) in 10.77 s: data/ready", 7),
+        ours(32.2, "workload-vm: vif 0 attached to net-vm (domid 2) in 5.65 s", 7),
+        ours(32.5, "workload-vm: booting -> ready (domid 3) in 9.41 s: connected", 7),
+        ours(33.8, "orchestrate: OK: 3 domains are ready, 24.6 s (exit 0)"),
+    ]
+    data = "\r\n".join(lines).encode() + b"\r\n"
+    result = reviewmod.review_bytes(data)
+    assert [d.name for d in result.critical_path()] == ["net-vm", "workload-vm"]
+    text, code = review_bytes(data)
+    assert code == 0
+    assert ("critical path: net-vm (10.77 s) -> workload-vm (9.41 s, its vif +6.10 s) = "
+            "16.87") in text
+    # a vif attached after its domain was ready does not make the backend its predecessor
+    early = [ln.replace("32.5] [7/9] workload-vm: booting -> ready",
+                        "31.0] [7/9] workload-vm: booting -> ready") for ln in lines]
+    early.insert(6, early.pop(7))  # ready before the vif's line
+    path = reviewmod.review_bytes("\r\n".join(early).encode() + b"\r\n").critical_path()
+    assert [d.name for d in path] == ["sa-vm", "workload-vm"]
