@@ -44,6 +44,9 @@ def test_a_rebooted_vchan_server_is_replumbed_by_the_follower(appliance: Applian
         new_sa = wait_domid_change(appliance, "sa-vm", first["sa-vm"])
         follower.wait_for(rf"sa-vm: plumbing restored for domid {new_sa}", after=mark)
         follower.wait_for(r"sa-vm: restarted -> ready", after=mark)
+        # if the follower saw the old domain shut down, it said what xl does next
+        assert not [ln for ln in follower.lines[mark:] if "crashed" in ln and
+                    "xl restarts it (on_reboot = \"restart\")" not in ln]
         restored = [e for e in follower.events() if e.get("event") == "plumbing restored"]
         assert restored[-1]["seconds"] <= 1.0, restored[-1]
         work = first["workload-vm"]
@@ -91,7 +94,8 @@ def test_a_crash_left_preserved_is_said_and_nothing_else_is_touched(
         mark = len(follower.lines)
         before = appliance.tree(MAP)
         assert appliance.xl("sysrq", "sa-vm", "c").returncode == 0
-        follower.wait_for(r"sa-vm: ready -> crashed", after=mark)
+        follower.wait_for(r"sa-vm: ready -> crashed \(domid \d+\): crashed \(xl list: "
+                          r"---sc-\), preserved \(on_crash = \"preserve\"\)", after=mark)
         time.sleep(0.5)
         assert appliance.domains()["sa-vm"] == first["sa-vm"], "preserved, same domid"
         assert appliance.tree(MAP) == before, "its plumbing stays while it exists"
