@@ -149,9 +149,9 @@ def serve_images(out: Path) -> BuildServer:
 def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = False,
          echo: bool = False, sequential: bool = False, switches: tuple[str, ...] = (),
          cpu: str = CPU) -> LabRun:
-    """switches: lab.* words for dom0's kernel command line (the image's lab conf.d reads
+    """One lab boot; returns when the lab report is done, QEMU exits, or the timeout.
+    switches: lab.* words for dom0's kernel command line (the image's lab conf.d reads
     them: lab.sequential, lab.skip-preflight, lab.pvh)."""
-    """One lab boot; returns when the lab report is done, QEMU exits, or the timeout."""
     lock = open(LOCK, "w")  # noqa: SIM115 - held for the whole run
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
