@@ -91,7 +91,9 @@ def _review(args: argparse.Namespace) -> int:
         if config is None:
             return EXIT_INVALID
         topology = build_topology(config)
-        needs = {name: topology.needs(name) for name in topology.names}
+        # whatever it waits for at its creation, ready or only created
+        needs = {name: topology.needs(name) + topology.created_needs(name)
+                 for name in topology.names}
     where = f"orchestrate review: {args.capture}"
     try:
         review = review_path(args.capture, args.boot, needs)

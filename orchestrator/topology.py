@@ -29,9 +29,11 @@ class Edge(NamedTuple):
     before: str
     after: str
     reason: str
-    # False: `after` is created without waiting for `before`, and only its vif waits (a vif
-    # attached once its backend is ready); the order still holds for the shutdown
+    # False: `after` is created without waiting for `before` to be ready: only its vif
+    # waits (a vif attached once its backend is ready), or, `early`, it waits until
+    # `before` is created and provisioned; the order still holds for the shutdown
     hard: bool = True
+    early: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,12 @@ class Topology:
 
     @cached_property
     def _later_backends(self) -> dict[str, tuple[str, ...]]:
-        return _adjacency(self.names, ((e.after, e.before) for e in self.edges if not e.hard))
+        return _adjacency(self.names, ((e.after, e.before) for e in self.edges
+                                       if not e.hard and not e.early))
+
+    @cached_property
+    def _early(self) -> dict[str, tuple[str, ...]]:
+        return _adjacency(self.names, ((e.after, e.before) for e in self.edges if e.early))
 
     @cached_property
     def _afters(self) -> dict[str, tuple[str, ...]]:
@@ -56,6 +63,11 @@ class Topology:
     def needs(self, name: str) -> tuple[str, ...]:
         """The domains that must be ready before `name` is created."""
         return self._befores.get(name, ())
+
+    def created_needs(self, name: str) -> tuple[str, ...]:
+        """The domains that must be created and provisioned (not ready) before `name` is
+        created: the vchan servers of a client with `wait_for_servers = false`."""
+        return self._early.get(name, ())
 
     def later_backends(self, name: str) -> tuple[str, ...]:
         """The driver domains of vifs attached to `name` once they are ready."""
@@ -101,14 +113,19 @@ def dependency_edges(domains: Iterable[DomainUnit]) -> list[Edge]:
     known = {d.name for d in domains}
     edges: dict[tuple[str, str], list[str]] = {}
     hard: set[tuple[str, str]] = set()
+    early: set[tuple[str, str]] = set()
+    waits = {d.name: d.wait_for_servers for d in domains}
 
-    def add(before: str, after: str, reason: str, is_hard: bool = True) -> None:
+    def add(before: str, after: str, reason: str, is_hard: bool = True,
+            is_early: bool = False) -> None:
         if before in known and after in known and before != after:
             reasons = edges.setdefault((before, after), [])
             if reason not in reasons:
                 reasons.append(reason)
             if is_hard:
                 hard.add((before, after))
+            if is_early:
+                early.add((before, after))
 
     for domain in domains:
         for other in domain.after:
@@ -120,13 +137,19 @@ def dependency_edges(domains: Iterable[DomainUnit]) -> list[Edge]:
                 add(vif.backend, domain.name, "vif backend= (attached once ready)",
                     is_hard=False)
         for client in domain.serve:
-            add(domain.name, client, "ipc serve")
+            if client in known:
+                add(domain.name, client, "ipc serve", waits[client], not waits[client])
         for server in domain.connect:
-            add(server, domain.name, "ipc connect")
-    return [
-        Edge(before, after, ", ".join(reasons), (before, after) in hard)
-        for (before, after), reasons in sorted(edges.items())
-    ]
+            add(server, domain.name, "ipc connect", domain.wait_for_servers,
+                not domain.wait_for_servers)
+    # an edge that waits for ready (hard) for any reason is not also an early one
+    out = []
+    for (before, after), reasons in sorted(edges.items()):
+        is_early = (before, after) in early and (before, after) not in hard
+        reason = ", ".join(reasons) + (" (once created: wait_for_servers = false)"
+                                       if is_early else "")
+        out.append(Edge(before, after, reason, (before, after) in hard, is_early))
+    return out
 
 
 def ipc_pairs(domains: Iterable[DomainUnit]) -> tuple[tuple[str, str], ...]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from orchestrator import dom0net, lifecycle, plumbing, scheduler
 from orchestrator.context import Context
@@ -73,16 +74,21 @@ def create_domains(ctx: Context) -> None:
         plumbing.provision(ctx)
     alive = {domid for domid, _ in observed.values()} | {DOM0}
     finished = {name: threading.Event() for name in order}
+    # created and provisioned (or its bring-up ended): what a client that does not wait
+    # for its vchan servers' readiness waits for
+    provisioned: dict[str, Future[None]] = {name: Future() for name in order}
 
     def task(name: str) -> None:
         try:
             bring_up(ctx, xl, ctx.config.domain(name), observed, alive,
-                     lambda backend: _wait_finished(ctx, finished[backend]))
+                     lambda backend: _wait_finished(ctx, finished[backend]),
+                     lambda: scheduler.reach(provisioned[name]))
         finally:
             finished[name].set()
 
     scheduler.walk(order, scheduler.forwards(ctx.topology), task,
-                   ctx.host.parallelism(len(order)), interrupted=ctx.cancelled.set)
+                   ctx.host.parallelism(len(order)), interrupted=ctx.cancelled.set,
+                   early=scheduler.forwards_early(ctx.topology), milestones=provisioned)
     ctx.partial.extend(n for n in ctx.state.not_ready() if n not in ctx.partial)
 
 
@@ -106,12 +112,20 @@ def _wait_finished(ctx: Context, event: threading.Event) -> bool:
     return True
 
 
+_CREATED = frozenset({lifecycle.DomainState.PROVISIONED, lifecycle.DomainState.BOOTING,
+                      lifecycle.DomainState.READY, lifecycle.DomainState.ADOPTED})
+
+
 def bring_up(ctx: Context, xl: Xl, domain: DomainUnit, observed: Observed,
-             alive: set[int], backend_done: Callable[[str], bool]) -> None:
+             alive: set[int], backend_done: Callable[[str], bool],
+             provisioned: Callable[[], None]) -> None:
+    """provisioned(): called once the domain exists with its plumbing (its clients that
+    do not wait for its readiness start then)."""
     name = domain.name
     record = ctx.journal.record(name)
     state = lifecycle.state_of(record)
     if state is lifecycle.DomainState.ADOPTED and record.domid is not None:
+        provisioned()  # running, and provisioned with the whole running set already
         converge_adopted(ctx, xl, domain, record.domid, observed[name][1], alive)
         return
     if state is not lifecycle.DomainState.PENDING:
@@ -120,14 +134,19 @@ def bring_up(ctx: Context, xl: Xl, domain: DomainUnit, observed: Observed,
         if ctx.state.domains[need].state != lifecycle.DomainState.READY:
             ctx.journal.apply(name, lifecycle.skip, f"it needs {need}, which is not ready")
             return
+    for need in ctx.topology.created_needs(name):
+        if ctx.state.domains[need].state not in _CREATED:
+            ctx.journal.apply(name, lifecycle.skip, f"it needs {need}, which was not created")
+            return
     try:
-        create_and_boot(ctx, xl, domain, backend_done)
+        create_and_boot(ctx, xl, domain, backend_done, provisioned)
     except OrchestratorError as exc:
         fail_ours(ctx, xl, domain, exc)
 
 
 def create_and_boot(ctx: Context, xl: Xl, domain: DomainUnit,
-                    backend_done: Callable[[str], bool]) -> None:
+                    backend_done: Callable[[str], bool],
+                    provisioned: Callable[[], None]) -> None:
     name = domain.name
     started = time.monotonic()
     domid = xl.create_paused(name, xl_config_path(ctx, name),
@@ -135,6 +154,7 @@ def create_and_boot(ctx: Context, xl: Xl, domain: DomainUnit,
     ctx.journal.apply(name, lifecycle.create, domid, round(time.monotonic() - started, 2))
     plumbing.provision(ctx)  # each node written is its own line: the cause stays short
     ctx.journal.apply(name, lifecycle.provision, "xenstore written")
+    provisioned()
     xl.unpause(name, domid)
     ctx.journal.apply(name, lifecycle.unpause)
     missing = attach_later_vifs(ctx, xl, name, domid, backend_done)

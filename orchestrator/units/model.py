@@ -81,6 +81,9 @@ class DomainUnit:
     on_crash: str
     # seconds `orchestrate shutdown` gives `xl shutdown` before `xl destroy`
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    # [ipc] wait_for_servers: created once its vchan servers are ready (True) or once they
+    # are created and provisioned, booting beside them (False)
+    wait_for_servers: bool = True
 
     @property
     def images(self) -> tuple[Image, ...]:

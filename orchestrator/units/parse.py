@@ -224,10 +224,12 @@ def parse_domain(file: str, data: dict[str, Any], host: HostUnit,
     stop_timeout = t.number("stop_timeout", DEFAULT_STOP_TIMEOUT, rules.WAIT_TIMEOUT)
     serve: tuple[str, ...] = ()
     connect: tuple[str, ...] = ()
+    wait_for_servers = True
     ipc = t.table("ipc")
     if ipc:
         serve = ipc.strings("serve")
         connect = ipc.strings("connect")
+        wait_for_servers = ipc.flag("wait_for_servers", True)
         ipc.finish()
     actions = {}
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
@@ -242,7 +244,7 @@ def parse_domain(file: str, data: dict[str, Any], host: HostUnit,
         name=name, source=file, type=dtype, memory=memory, vcpus=vcpus,
         kernel=kernel or Image("", "", 0, f"{name}.kernel"), ramdisk=ramdisk, extra=extra,
         pci=pci, vifs=vifs, after=after, readiness=readiness, serve=serve, connect=connect,
-        stop_timeout=stop_timeout, **actions,
+        stop_timeout=stop_timeout, wait_for_servers=wait_for_servers, **actions,
     )
 
 

@@ -14,10 +14,12 @@ ends every process it started. Never two labs at once: a lock file says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import io
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -203,8 +205,7 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
             time.sleep(0.1)
     finally:
         if status is None:
-            _kill(proc)
-            _, status, rusage = os.wait4(proc.pid, 0)
+            status, rusage = _kill(proc)
         reader.join(5)
         server.stop()
         lock.close()
@@ -216,16 +217,19 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
                   [tuple(r) for r in server.requests], stamps)  # type: ignore[misc]
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage]:
+    """TERM, then KILL, QEMU's process group; reaped here with wait4 (its rusage is the
+    peak RSS figure: Popen.poll would reap it first and lose that)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
         for _ in range(50):
-            if proc.poll() is not None:
-                return
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                return status, rusage
             time.sleep(0.1)
+    _, status, rusage = os.wait4(proc.pid, 0)
+    return status, rusage
 
 
 @dataclass(frozen=True)

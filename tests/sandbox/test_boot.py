@@ -221,3 +221,52 @@ def test_images_already_present_are_not_fetched_and_the_nic_is_not_needed(
     digest = hashlib.sha256(image_bytes("guest/vmlinux")).hexdigest()
     kernel = images / stored_name("guest/vmlinux")
     assert hashlib.sha256(kernel.read_bytes()).hexdigest() == digest
+
+
+def _order(boot: Boot) -> list[tuple[str, str]]:
+    return [(t["domain"], t["to_state"]) for t in boot.transitions()]
+
+
+def test_a_client_that_does_not_wait_for_its_server_boots_beside_it(
+        appliance: Appliance) -> None:
+    """The example's workload-vm (wait_for_servers = false): created once sa-vm is created
+    and provisioned, before sa-vm is ready; its rendezvous node and grants exist before
+    it is unpaused, and the boot ends with the plumbing true."""
+    appliance.behave({"sa-vm": {"ready_after": 2}})
+    boot = appliance.boot()
+    assert boot.code == 0, boot.console
+    order = _order(boot)
+    assert order.index(("sa-vm", "provisioned")) < order.index(("workload-vm", "created"))
+    assert order.index(("workload-vm", "created")) < order.index(("sa-vm", "ready"))
+    domids = appliance.domains()
+    node = f"/local/domain/{domids['sa-vm']}/ipc/direct/{domids['workload-vm']}"
+    assert appliance.perms(node) == [f"n{domids['sa-vm']}", f"r{domids['workload-vm']}"]
+    assert appliance.could(domids["workload-vm"], f"{MAP}/sa-vm", "r")
+
+
+def test_a_client_that_waits_for_its_server_is_created_once_the_server_is_ready(
+        appliance: Appliance) -> None:
+    appliance.domain_setting("workload-vm", "ipc", "wait_for_servers", "true")
+    appliance.behave({"sa-vm": {"ready_after": 2}})
+    boot = appliance.boot()
+    assert boot.code == 0, boot.console
+    order = _order(boot)
+    assert order.index(("sa-vm", "ready")) < order.index(("workload-vm", "created"))
+
+
+def test_a_server_that_never_gets_ready_fails_alone_and_its_running_client_keeps_running(
+        appliance: Appliance) -> None:
+    """The client already boots beside it: dom0 destroys only the domain it failed (its
+    USB controller comes back), says the boot failed, and leaves the client running with
+    its own map entry; no grant names the destroyed domid."""
+    appliance.domain_setting("sa-vm", None, "ready_timeout", "3")
+    appliance.behave({"sa-vm": {"ready_after": 3600}})
+    boot = appliance.boot()
+    assert boot.code == 1, boot.console
+    assert boot.went("sa-vm", "failed")
+    assert boot.went("workload-vm", "ready")
+    assert set(appliance.domains()) == {"net-vm", "workload-vm"}
+    assert appliance.driver_of(USB.bdf) == "xhci_hcd"
+    tree = appliance.tree(MAP)
+    assert f"{MAP}/sa-vm" not in tree and f"{MAP}/workload-vm" in tree
+    assert boot.lines(r"orchestrate: FAILED: sa-vm")

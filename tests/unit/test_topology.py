@@ -12,13 +12,15 @@ from tests.conftest import EXAMPLE_UNITS
 
 
 def dom(name: str, after: tuple[str, ...] = (), backend: str | None = None,
-        serve: tuple[str, ...] = (), connect: tuple[str, ...] = ()) -> DomainUnit:
+        serve: tuple[str, ...] = (), connect: tuple[str, ...] = (),
+        wait_for_servers: bool = True) -> DomainUnit:
     return DomainUnit(
         name=name, source=f"{name}.toml", type="pv", memory=128, vcpus=1,
         kernel=Image("http://h/k", "a" * 64, 1, f"{name}.kernel"), ramdisk=None, extra="",
         pci=(), vifs=(Vif(backend=backend),) if backend else (), after=after,
         readiness=Readiness("running", None, 10), serve=serve, connect=connect,
         on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
+        wait_for_servers=wait_for_servers,
     )
 
 
@@ -33,7 +35,8 @@ def test_example_starts_net_vm_and_sa_vm_together_then_workload_vm() -> None:
     reasons = {(e.before, e.after): e.reason for e in topology.edges}
     assert reasons == {
         ("net-vm", "workload-vm"): "vif backend= (attached once ready)",
-        ("sa-vm", "workload-vm"): "ipc serve, ipc connect",
+        ("sa-vm", "workload-vm"): "ipc serve, ipc connect (once created: wait_for_servers = "
+                                  "false)",
     }
     assert topology.ipc_pairs == (("sa-vm", "workload-vm"),)
 
@@ -74,7 +77,8 @@ def test_plan_prints_waves_and_the_edges_behind_them(tmp_path: Path) -> None:
         "wave 1: net-vm, sa-vm",
         "wave 2: workload-vm",
         "  net-vm -> workload-vm  (vif backend= (attached once ready))",
-        "  sa-vm -> workload-vm  (ipc serve, ipc connect)",
+        "  sa-vm -> workload-vm  (ipc serve, ipc connect (once created: wait_for_servers = "
+        "false))",
         "passthrough: 0000:00:03.0 -> net-vm (after fetch-images)",
     ]
     # when each vif attaches (issue 11: the shorter critical path)
@@ -121,13 +125,38 @@ def test_a_vif_attached_later_is_no_create_dependency_but_orders_the_shutdown() 
 
     config = load_units(EXAMPLE_UNITS)
     topology = build_topology(config)
-    assert topology.needs("workload-vm") == ("sa-vm",), "created once sa-vm is ready only"
+    assert topology.needs("workload-vm") == (), "created once sa-vm is created"
+    assert topology.created_needs("workload-vm") == ("sa-vm",)
     assert topology.later_backends("workload-vm") == ("net-vm",)
-    assert forwards(topology)["workload-vm"] == ("sa-vm",)
+    assert forwards(topology)["workload-vm"] == ()
     assert backwards(topology)["net-vm"] == ("workload-vm",), "it stops after its client"
     work = config.domain("workload-vm")
     at_create = dataclasses.replace(work, vifs=(dataclasses.replace(work.vifs[0],
                                                                      at_create=True),))
     other = tuple(d for d in config.domains if d.name != "workload-vm")
     topology = build_topology(dataclasses.replace(config, domains=(*other, at_create)))
-    assert topology.needs("workload-vm") == ("net-vm", "sa-vm"), "today's behaviour, per vif"
+    assert topology.needs("workload-vm") == ("net-vm",), "today's behaviour, per vif"
+
+
+def test_a_client_that_does_not_wait_for_its_servers_needs_them_created_only() -> None:
+    """wait_for_servers = false: the vchan server (declared on either side) must be
+    created and provisioned first, not ready; the shutdown still stops the client first."""
+    from orchestrator.scheduler import backwards, forwards, forwards_early
+
+    for client, server in ((dom("client", connect=("server",), wait_for_servers=False),
+                            dom("server")),
+                           (dom("client", wait_for_servers=False),
+                            dom("server", serve=("client",)))):
+        t = topo(client, server)
+        assert t.needs("client") == () and forwards(t)["client"] == ()
+        assert t.created_needs("client") == ("server",)
+        assert forwards_early(t)["client"] == ("server",)
+        assert t.later_backends("client") == ()
+        assert backwards(t)["server"] == ("client",)
+        assert t.waves == (("server",), ("client",)), "plan still shows the order"
+        [edge] = t.edges
+        assert edge.reason.endswith("(once created: wait_for_servers = false)")
+    # another reason to wait for readiness wins: after= keeps the edge hard
+    t = topo(dom("client", after=("server",), connect=("server",), wait_for_servers=False),
+             dom("server"))
+    assert t.needs("client") == ("server",) and t.created_needs("client") == ()
