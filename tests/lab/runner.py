@@ -150,10 +150,11 @@ def serve_images(out: Path) -> BuildServer:
 
 def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = False,
          echo: bool = False, sequential: bool = False, switches: tuple[str, ...] = (),
-         cpu: str = CPU) -> LabRun:
+         cpu: str = CPU, until: re.Pattern[str] | None = None) -> LabRun:
     """One lab boot; returns when the lab report is done, QEMU exits, or the timeout.
     switches: lab.* words for dom0's kernel command line (the image's lab conf.d reads
-    them: lab.sequential, lab.skip-preflight, lab.pvh)."""
+    them: lab.sequential, lab.skip-preflight, lab.pvh). until: a console line that ends
+    the run at once (QEMU killed: `make bench` needs the boot, not the report)."""
     lock = open(LOCK, "w")  # noqa: SIM115 - held for the whole run
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,6 +172,7 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
                             start_new_session=True)
     assert proc.stdout is not None
     done = threading.Event()
+    cut_short = threading.Event()
     timed_out = False
     stamps: list[tuple[float, str]] = []
 
@@ -185,7 +187,11 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
                 if echo:
                     sys.stdout.write(line.decode("utf-8", "replace"))
                     sys.stdout.flush()
-                if DONE.search(line.decode("utf-8", "replace")):
+                text = line.decode("utf-8", "replace")
+                if until is not None and until.search(text):
+                    cut_short.set()
+                    done.set()
+                if DONE.search(text):
                     done.set()
         done.set()
 
@@ -197,7 +203,8 @@ def boot(out: Path, capture: Path, timeout: float = 600, server_down: bool = Fal
         if not done.wait(timeout):
             timed_out = True
         # the report's poweroff ends QEMU by itself (a graceful one stops the domains first)
-        deadline = time.monotonic() + (0 if timed_out else SHUTDOWN_GRACE)
+        deadline = time.monotonic() + (
+            0 if timed_out or cut_short.is_set() else SHUTDOWN_GRACE)
         while time.monotonic() < deadline:
             pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
