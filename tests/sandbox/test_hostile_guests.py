@@ -12,6 +12,7 @@ import threading
 import time
 
 from tests.sandbox.appliance import NIC, USB, Appliance
+from tests.sandbox.fakes.xswire import XsError
 from tests.sandbox.test_boot import MAP, assert_appliance_up
 
 
@@ -55,16 +56,22 @@ def test_undecodable_bytes_in_a_rendezvous_node_fail_nothing(appliance: Applianc
 
 
 def as_guest_once_it_runs(box: Appliance, name: str, path: str, value: bytes) -> threading.Thread:
-    """Write `value` at `path` (relative to its home) as domain `name` once it runs."""
+    """Write `value` at `path` (relative to its home) as domain `name` once it can: the
+    domain is listed as soon as `xl create -p` made it, a moment before its home is
+    writable by it (a real guest runs only after the unpause); EACCES until then."""
 
     def act() -> None:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and name not in box.domains():
+        while time.monotonic() < deadline:
+            domid = box.domains().get(name)
+            if domid is not None:
+                try:
+                    with box.xs(as_domain=domid) as guest:
+                        guest.write(f"/local/domain/{domid}/{path}", value)
+                    return
+                except XsError:
+                    pass
             time.sleep(0.05)
-        domid = box.domains().get(name)
-        if domid is not None:
-            with box.xs(as_domain=domid) as guest:
-                guest.write(f"/local/domain/{domid}/{path}", value)
 
     thread = threading.Thread(target=act, daemon=True)
     thread.start()
